@@ -1,0 +1,1 @@
+"""Entry points: purld-train, purld-eval, purld-anchors (Hydra apps on the same config tree)."""

@@ -1,0 +1,39 @@
+"""`purld-anchors`: fill the anchor cache for a task's prompts, and nothing else.
+
+    purld-anchors                          # train + held-out prompts of the configured task
+    purld-anchors task=arithmetic anchors.cache_path=/shared/anchors.sqlite
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig
+
+from purld.cli.checks import ConfigError
+from purld.cli.components import build_components, exit_on_config_error, key_choices, run_dir
+from purld.cli.report import print_metrics
+from purld.cli.train import CONFIG_DIR
+
+
+def fill_anchors(cfg: DictConfig) -> dict[str, float]:
+    parts = build_components(cfg)
+    heldout = parts.task.examples("heldout")[: cfg.eval.num_prompts]
+    stats = parts.anchor_cache.fill(parts.teacher, parts.task.examples("train") + heldout)
+    result = {"cache_path": str(parts.anchor_cache.path), "choices": key_choices(cfg), **stats.as_dict()}
+    (run_dir() / "anchors.json").write_text(json.dumps(result, indent=2))
+    print_metrics(f"anchors ({parts.teacher.name}) → {parts.anchor_cache.path}", stats.as_dict())
+    return stats.as_dict()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        fill_anchors(cfg)
+    except ConfigError as error:
+        exit_on_config_error(error)
+
+
+if __name__ == "__main__":
+    main()

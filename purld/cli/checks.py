@@ -1,0 +1,80 @@
+"""Config checks that run before anything heavy is built.
+
+Every problem is reported as one short line naming the key, the value and what
+is allowed; `purld-*` print it and exit with status 2, no stack trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _require(cfg: DictConfig, key: str, ok, allowed: str) -> None:
+    value = _get(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not ok(value):
+        raise ConfigError(f"{key}={value!r} is invalid: allowed values are {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
+def group_choice(group: str) -> str | None:
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group)
+    return None
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first invalid value. Loads nothing."""
+    _require(cfg, "rollout.num_candidates", lambda v: _is_int(v) and v >= 2, "integers ≥ 2 (K)")
+    _require(cfg, "rollout.max_new_tokens", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "rollout.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")
+    _require(cfg, "loss.beta", lambda v: _is_number(v) and v >= 0, "numbers ≥ 0 (β)")
+    _require(cfg, "loss.epsilon", lambda v: _is_number(v) and 0 < v < 1, "numbers in (0, 1)")
+    _require(cfg, "loss.epsilon_high", lambda v: _is_number(v) and v > 0, "numbers > 0, or null")
+    _require(cfg, "loss.label_smoothing", lambda v: _is_number(v) and 0 <= v < 0.5, "numbers in [0, 0.5)")
+    _require(cfg, "loss.preferences.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0 (τ)")
+    _require(cfg, "loss.preferences.margin", lambda v: _is_number(v) and v >= 0, "numbers ≥ 0 (δ)")
+    _require(cfg, "loss.preferences.min_margin", lambda v: _is_number(v) and v >= 0, "numbers ≥ 0")
+    _require(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "warmstart.sft_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0 disables the warm start)")
+    _require(cfg, "warmstart.batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "trainer.max_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
+    _require(cfg, "eval.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "eval.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
+    _require(cfg, "optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
+    _require(cfg, "warmstart.optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
+    if _get(cfg, "loss.loss_type") == "ipo" and _get(cfg, "loss.beta") == 0:
+        raise ConfigError("loss.beta=0 is invalid with loss.loss_type=ipo: allowed values are numbers > 0")
+
+    for key in ("task.path", "checkpoint"):
+        path = _get(cfg, key)
+        if path is not None and not Path(str(path)).expanduser().exists():
+            raise ConfigError(f"{key}={path!r}: no such file or directory")
+
+    ranker_target = str(_get(cfg, "ranker._target_") or "")
+    is_sft = str(_get(cfg, "loss._target_") or "").endswith("SFTObjective")
+    if ranker_target.endswith("OracleRanker") and not _get(cfg, "ranker.baseline") and not is_sft:
+        raise ConfigError(
+            "ranker=oracle uses ground truth and is refused as a PU-RLD training signal; "
+            "set ranker.baseline=true to run it as an upper-bound baseline"
+        )

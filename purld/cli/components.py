@@ -1,0 +1,102 @@
+"""Build the pipeline's parts from a composed config, in the order the checks need.
+
+`build_components` instantiates everything except the student (cheap, and
+invalid values surface here as ConfigError); only then does `load_student`
+load weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from purld.anchors.cache import AnchorCache
+from purld.cli.checks import ConfigError, check_config
+from purld.objectives.base import Objective
+from purld.ranking.base import Ranker
+from purld.rollout.sampler import Sampler
+from purld.students.base import Student
+from purld.tasks.base import Task
+from purld.teachers.base import Teacher
+
+GROUPS = ("task", "teacher", "student", "rollout", "ranker", "loss", "trainer", "logger", "experiment")
+
+
+def no_logger(**_: Any) -> bool:
+    """`logger=none`: Lightning takes False as 'no logger'."""
+    return False
+
+
+@dataclass
+class Components:
+    task: Task
+    teacher: Teacher
+    student: Student
+    ranker: Ranker
+    objective: Objective
+    sampler: Sampler
+    anchor_cache: AnchorCache
+
+
+def build_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(cfg[group], **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise ConfigError(f"{group}: {cause}") from None
+
+
+def build_components(cfg: DictConfig) -> Components:
+    check_config(cfg)
+    components = Components(
+        task=build_group(cfg, "task"),
+        teacher=build_group(cfg, "teacher"),
+        student=build_group(cfg, "student"),
+        ranker=build_group(cfg, "ranker"),
+        objective=build_group(cfg, "loss"),
+        sampler=build_group(cfg, "rollout"),
+        anchor_cache=AnchorCache(cfg.anchors.cache_path),
+    )
+    if type(components.ranker).__name__ == "VerifierRanker" and type(components.task).extract_answer is Task.extract_answer:
+        raise ConfigError(f"ranker=verifier needs a task that extracts final answers; task {components.task.name!r} does not")
+    return components
+
+
+def key_choices(cfg: DictConfig) -> dict[str, Any]:
+    """The run's choices as flat keys, for summary.json and loggers."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    return {
+        **{group: choices.get(group) for group in GROUPS},
+        "loss/preferences": choices.get("loss/preferences"),
+        "seed": cfg.seed,
+        "rollout.num_candidates": cfg.rollout.num_candidates,
+        "loss.beta": OmegaConf.select(cfg, "loss.beta"),
+        "trainer.max_steps": cfg.trainer.max_steps,
+        "warmstart.sft_steps": cfg.warmstart.sft_steps,
+    }
+
+
+def run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def quiet_lightning() -> None:
+    """Lightning announces its devices at every fit; we fit twice, so keep that at warning level."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def exit_on_config_error(error: ConfigError) -> None:
+    print(f"purld: invalid config: {error}", file=sys.stderr)
+    sys.exit(2)

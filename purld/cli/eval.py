@@ -1,0 +1,67 @@
+"""`purld-eval`: held-out oracle accuracy, win rate against the anchor and length of a student.
+
+    purld-eval checkpoint=outputs/runs/<date>/<time>        # a purld-train run (its student/)
+    purld-eval checkpoint=/path/to/saved/model ranker=verifier
+    purld-eval                                               # the configured student as built
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from purld.cli.checks import ConfigError
+from purld.cli.components import build_components, exit_on_config_error, key_choices, run_dir
+from purld.cli.report import print_metrics
+from purld.cli.train import CONFIG_DIR, make_datamodule
+from purld.eval.evaluate import evaluate
+
+
+def load_saved_student(checkpoint: str | Path):
+    """A saved model directory, or a purld-train run directory holding one under student/."""
+    path = Path(checkpoint).expanduser()
+    if (path / "student").is_dir():
+        path = path / "student"
+    if not (path / "config.json").exists():
+        raise ConfigError(f"checkpoint={str(checkpoint)!r}: no saved model (config.json) in {path}")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def evaluate_main(cfg: DictConfig) -> dict[str, float]:
+    parts = build_components(cfg)
+    model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else parts.student.load()
+    datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    metrics = evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.ranker, cfg.eval.max_new_tokens)
+    result = {
+        "checkpoint": cfg.checkpoint,
+        "choices": key_choices(cfg),
+        "eval": metrics,
+        "teacher_calls": datamodule.fill_stats.teacher_calls,
+        "cache_hits": datamodule.fill_stats.cache_hits,
+    }
+    (run_dir() / "eval.json").write_text(json.dumps(result, indent=2))
+    print_metrics(f"held-out evaluation of {cfg.checkpoint or 'the configured student'}", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return evaluate_main(cfg).get("accuracy")
+    except ConfigError as error:
+        exit_on_config_error(error)
+
+
+if __name__ == "__main__":
+    main()

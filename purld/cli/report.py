@@ -1,0 +1,41 @@
+"""Console tables for the entry points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+METRIC_ORDER = ("accuracy", "oracle_score", "win_rate", "length")
+
+
+def _ordered(names) -> list[str]:
+    return [m for m in METRIC_ORDER if m in names] + sorted(set(names) - set(METRIC_ORDER))
+
+
+def print_before_after(before: dict[str, float], after: dict[str, float], summary: dict[str, Any]) -> None:
+    table = Table(title=f"held-out evaluation ({summary['choices'].get('loss')} · ranker={summary['choices'].get('ranker')})")
+    table.add_column("metric")
+    table.add_column("after warm start", justify="right")
+    table.add_column("after PU-RLD", justify="right")
+    table.add_column("Δ", justify="right")
+    for name in _ordered(before.keys() | after.keys()):
+        b, a = before.get(name, float("nan")), after.get(name, float("nan"))
+        table.add_row(name, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}")
+    console = Console()
+    console.print(table)
+    seconds = summary["seconds"]
+    console.print(
+        f"teacher calls {summary['teacher_calls']} · cache hits {summary['cache_hits']} · "
+        f"steps {summary['global_step']} · {seconds['total']:.1f} s · {summary['run_dir']}/summary.json"
+    )
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in _ordered(metrics.keys()):
+        table.add_row(name, f"{metrics[name]:.4f}")
+    Console().print(table)

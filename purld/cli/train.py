@@ -1,0 +1,157 @@
+"""`purld-train`: anchors → SFT warm start → PU-RLD → held-out evaluation → summary.json."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from purld.cli.checks import ConfigError
+from purld.cli.components import (
+    Components,
+    build_components,
+    exit_on_config_error,
+    key_choices,
+    quiet_lightning,
+    run_dir,
+)
+from purld.cli.report import print_before_after
+from purld.data.datamodule import AnchorDataModule
+from purld.eval.evaluate import evaluate
+from purld.modules import SFTModule, module_for
+from purld.objectives.sft import SFTObjective
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+class StageClock:
+    """Wall seconds per pipeline stage, for summary.json."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = round(time.perf_counter() - start, 3)
+
+
+def make_trainer(cfg: DictConfig, stage: str, max_steps: int, validate_every: int = 0) -> L.Trainer:
+    logger = instantiate(cfg.logger)(version=stage)
+    overrides: dict[str, Any] = {"max_steps": max_steps, "logger": logger, "default_root_dir": str(run_dir())}
+    if cfg.trainer.get("enable_progress_bar") is None:
+        overrides["enable_progress_bar"] = sys.stderr.isatty()
+    if validate_every > 0:
+        overrides["val_check_interval"] = validate_every
+    else:
+        overrides["limit_val_batches"] = 0
+    return instantiate(cfg.trainer, **overrides)
+
+
+def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout")) -> AnchorDataModule:
+    return AnchorDataModule(
+        task=parts.task,
+        teacher=parts.teacher,
+        anchor_cache=parts.anchor_cache,
+        ranker=parts.ranker,
+        tokenizer=tokenizer,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.eval.batch_size,
+        num_eval_prompts=cfg.eval.num_prompts,
+        splits=splits,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    clock, started = StageClock(), time.perf_counter()
+    parts = build_components(cfg)  # raises ConfigError before any model is loaded
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = run_dir()
+
+    with clock("load_student"):
+        model, tokenizer = parts.student.load()
+    datamodule = make_datamodule(cfg, parts, tokenizer)
+    with clock("anchors"):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+
+    def held_out_metrics() -> dict[str, float]:
+        return evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.ranker, cfg.eval.max_new_tokens)
+
+    if cfg.warmstart.sft_steps > 0:
+        with clock("warmstart"):
+            warm_module = SFTModule(
+                model,
+                tokenizer,
+                SFTObjective(),
+                instantiate(cfg.warmstart.optimizer),
+                scheduler=instantiate(cfg.warmstart.scheduler) if cfg.warmstart.get("scheduler") else None,
+            )
+            warm_data = datamodule.with_batch_size(cfg.warmstart.batch_size)
+            make_trainer(cfg, "warmstart", cfg.warmstart.sft_steps).fit(warm_module, datamodule=warm_data)
+    with clock("eval_before"):
+        before = held_out_metrics()
+
+    # The reference is the policy as PU-RLD starts: after the warm start, frozen.
+    reference = copy.deepcopy(model) if parts.objective.needs_reference else None
+    module = module_for(
+        parts.objective,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        sampler=parts.sampler,
+        reference_model=reference,
+        eval_max_new_tokens=cfg.eval.max_new_tokens,
+    )
+    global_step = 0
+    if cfg.trainer.max_steps > 0:
+        with clock("purld"):
+            trainer = make_trainer(cfg, "purld", cfg.trainer.max_steps, cfg.eval.every_n_steps)
+            trainer.fit(module, datamodule=datamodule)
+            global_step = trainer.global_step
+    with clock("eval_after"):
+        after = held_out_metrics()
+
+    model.save_pretrained(output_dir / "student")
+    tokenizer.save_pretrained(output_dir / "student")
+    fill = datamodule.fill_stats
+    summary = {
+        "run_dir": str(output_dir),
+        "choices": key_choices(cfg),
+        "eval": {"before": before, "after": after},
+        "teacher_calls": fill.teacher_calls,
+        "cache_hits": fill.cache_hits,
+        "anchors": fill.as_dict(),
+        "global_step": global_step,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
+    }
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print_before_after(before, after, summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = train(cfg)
+    except ConfigError as error:
+        exit_on_config_error(error)
+    return summary["eval"]["after"].get("accuracy")  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""(prompt, anchor) batches for every stage, and the anchor-conditioned ranking.
+
+`prepare_data` (rank 0) asks the teacher for every prompt the anchor cache
+lacks; `setup` (every rank) reads the anchors back from the cache. The
+datamodule owns the anchors, so it also owns the ranker: modules call
+`rank(batch, candidates, model)` on the candidates they just sampled, every
+step — there is no precomputed preference file.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.anchors.cache import AnchorCache, FillStats
+from purld.ranking.base import Ranker, RankingContext
+from purld.ranking.diagnostics import kendall_tau_b, mass_on_correct, top1_oracle_accuracy
+from purld.tasks.base import Task
+from purld.teachers.base import Teacher
+from purld.types import Candidates, Example, PromptBatch
+
+
+class AnchorDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        task: Task,
+        teacher: Teacher,
+        anchor_cache: AnchorCache,
+        ranker: Ranker,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 8,
+        eval_batch_size: int = 64,
+        num_eval_prompts: int | None = None,
+        splits: tuple[str, ...] = ("train", "heldout"),
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.task, self.teacher, self.anchor_cache, self.ranker = task, teacher, anchor_cache, ranker
+        self.tokenizer = tokenizer
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_eval_prompts = num_eval_prompts
+        self.splits = tuple(splits)
+        self.progress = progress
+        self.fill_stats: FillStats | None = None
+        self.train_items: list[tuple[Example, str]] = []
+        self.heldout_items: list[tuple[Example, str]] = []
+
+    def _examples(self, split: str) -> list[Example]:
+        if split not in self.splits:
+            return []
+        examples = self.task.examples(split)
+        if split == "heldout" and self.num_eval_prompts is not None:
+            examples = examples[: self.num_eval_prompts]
+        return examples
+
+    def prepare_data(self) -> None:
+        if self.fill_stats is not None:  # a second fit in the same process: already filled
+            return
+        examples = self._examples("train") + self._examples("heldout")
+        self.fill_stats = self.anchor_cache.fill(self.teacher, examples, progress=self.progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_items or self.heldout_items:
+            return
+        train, heldout = self._examples("train"), self._examples("heldout")
+        self.train_items = list(zip(train, self.anchor_cache.anchors(self.teacher, train)))
+        self.heldout_items = list(zip(heldout, self.anchor_cache.anchors(self.teacher, heldout)))
+
+    def with_batch_size(self, batch_size: int) -> AnchorDataModule:
+        """The same prompts and anchors, batched differently (the warm start uses larger batches)."""
+        other = copy.copy(self)
+        other.batch_size = batch_size
+        return other
+
+    def collate(self, items: list[tuple[Example, str]]) -> PromptBatch:
+        examples = [example for example, _ in items]
+        anchors = [anchor for _, anchor in items]
+        prompts = self.tokenizer(
+            [example.prompt for example in examples],
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+        eos = self.tokenizer.eos_token
+        answers = self.tokenizer(
+            [anchor + eos for anchor in anchors],
+            padding=True,
+            padding_side="right",
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+        return PromptBatch(
+            examples=examples,
+            anchors=anchors,
+            prompt_ids=prompts["input_ids"],
+            prompt_mask=prompts["attention_mask"].bool(),
+            anchor_ids=answers["input_ids"],
+            anchor_mask=answers["attention_mask"].bool(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_items, batch_size=self.batch_size, shuffle=True, drop_last=True, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.heldout_dataloader()
+
+    def heldout_dataloader(self) -> DataLoader:
+        return DataLoader(self.heldout_items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate)
+
+    def transfer_batch_to_device(self, batch: PromptBatch, device: torch.device, dataloader_idx: int) -> PromptBatch:
+        return batch.to(device)
+
+    def rank(
+        self, batch: PromptBatch, candidates: Candidates, model: PreTrainedModel | None = None
+    ) -> torch.Tensor:
+        """Scores (B, K) of the candidates relative to each prompt's anchor."""
+        return self.ranker(batch, candidates, RankingContext(task=self.task, model=model, tokenizer=self.tokenizer))
+
+    def oracle_diagnostics(
+        self, batch: PromptBatch, candidates: Candidates, scores: torch.Tensor, label_distribution: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """`rank/*` signal-quality metrics against the oracle (empty when the task has none)."""
+        if not self.task.has_oracle:
+            return {}
+        oracle = torch.tensor(
+            [[self.task.oracle_score(e, text) for text in row] for e, row in zip(batch.examples, candidates.texts)],
+            device=scores.device,
+        )
+        correct = oracle >= 1.0
+        metrics = {
+            "rollout/oracle_accuracy": correct.float().mean(),
+            "rank/kendall_tau": kendall_tau_b(scores, oracle),
+            "rank/top1_oracle_accuracy": top1_oracle_accuracy(scores, correct),
+        }
+        if label_distribution is not None:
+            metrics["rank/q_mass_on_correct"] = mass_on_correct(label_distribution, correct)
+        return {name: value for name, value in metrics.items() if not torch.isnan(value)}

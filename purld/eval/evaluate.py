@@ -1,0 +1,95 @@
+"""Greedy answers on held-out prompts, scored three ways.
+
+- `accuracy`: oracle correctness (tasks with an oracle only); `oracle_score` its graded mean.
+- `win_rate`: against the anchor under the configured ranker: the answer and the
+  anchor are scored together as two candidates; a higher score wins, a tie
+  counts ½ (as in AlpacaEval). An answer identical to the anchor therefore
+  scores ½ under similarity rankers.
+- `length`: completion tokens of the answer, EOS included.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.ranking.base import Ranker, RankingContext
+from purld.rollout.sampler import candidates_from_texts, completion_mask_from_ids, decode_completions
+from purld.tasks.base import Task
+from purld.types import PromptBatch
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, max_new_tokens: int
+) -> tuple[list[str], torch.Tensor]:
+    """Greedy completions of a batch: texts (B) and lengths (B,) in tokens."""
+    was_training = model.training
+    model.eval()
+    sequences = model.generate(
+        input_ids=batch.prompt_ids,
+        attention_mask=batch.prompt_mask.long(),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        use_cache=True,
+    )
+    model.train(was_training)
+    completion_ids = sequences[:, batch.prompt_ids.shape[1] :]
+    completion_mask, _ = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
+    texts = decode_completions(tokenizer, completion_ids[:, None], completion_mask[:, None])
+    return [row[0] for row in texts], completion_mask.sum(-1)
+
+
+def evaluate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: PromptBatch,
+    task: Task,
+    ranker: Ranker,
+    max_new_tokens: int,
+) -> dict[str, list[float]]:
+    """Per-example metrics of one batch (lists, so batches can be pooled exactly)."""
+    answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
+    pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
+    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer))  # (B, 2)
+    wins = (scores[:, 0] > scores[:, 1]).float() + 0.5 * (scores[:, 0] == scores[:, 1]).float()
+    metrics: dict[str, list[float]] = {"win_rate": wins.tolist(), "length": lengths.float().tolist()}
+    if task.has_oracle:
+        oracle = [task.oracle_score(example, answer) for example, answer in zip(batch.examples, answers)]
+        metrics["oracle_score"] = oracle
+        metrics["accuracy"] = [float(score >= 1.0) for score in oracle]
+    return metrics
+
+
+class EvalAccumulator:
+    """Pools per-example metrics over batches; `means()` gives one number per metric."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, metrics: dict[str, list[float]]) -> None:
+        for name, values in metrics.items():
+            self.values[name].extend(values)
+
+    def means(self) -> dict[str, float]:
+        return {name: sum(values) / len(values) for name, values in self.values.items() if values}
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batches: Iterable[PromptBatch],
+    task: Task,
+    ranker: Ranker,
+    max_new_tokens: int,
+) -> dict[str, float]:
+    accumulator = EvalAccumulator()
+    device = next(model.parameters()).device
+    for batch in batches:
+        accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens))
+    return accumulator.means()

@@ -1,0 +1,101 @@
+"""What every step shape shares: the policy, the frozen reference, the optimizer, held-out validation, timers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.eval.evaluate import EvalAccumulator, evaluate_batch
+from purld.objectives.base import Objective
+from purld.rollout.logprobs import completion_token_logps
+from purld.rollout.sampler import Sampler
+from purld.types import PromptBatch
+
+
+class PolicyModule(L.LightningModule):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        objective: Objective,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        sampler: Sampler | None = None,
+        reference_model: PreTrainedModel | None = None,
+        eval_max_new_tokens: int = 32,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+    ) -> None:
+        super().__init__()
+        self.policy, self.tokenizer, self.objective = model, tokenizer, objective
+        self.optimizer_factory, self.scheduler_factory, self.sampler = optimizer, scheduler, sampler
+        self.reference = reference_model
+        if self.reference is not None:
+            self.reference.requires_grad_(False).eval()
+        self.eval_max_new_tokens = eval_max_new_tokens
+        self._timings: dict[str, float] = {}
+        self._validation = EvalAccumulator()
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def datamodule(self):
+        return self.trainer.datamodule
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self._timings[f"time/{stage}"] = time.perf_counter() - start
+
+    def pop_timings(self) -> dict[str, float]:
+        timings, self._timings = self._timings, {}
+        return timings
+
+    def token_logps(
+        self,
+        model: PreTrainedModel,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        completion_ids: Tensor,
+        completion_mask: Tensor,
+        temperature: float = 1.0,
+    ) -> Tensor:
+        """(N, T) per-token log-probs; under no_grad for the reference."""
+        if model is self.reference:
+            with torch.no_grad():
+                return completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        return completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+
+    def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
+        self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def zero_loss(self) -> Tensor:
+        """A zero with a graph, for a step with nothing to learn (e.g. every pair tied)."""
+        return sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
+
+    # -------------------------------------------------------------- lightning
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=[p for p in self.policy.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        timings = self.pop_timings()
+        if timings:
+            timings["time/step"] = sum(timings.values())
+            self.log_metrics(timings, batch_size=len(batch))
+
+    def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
+        dm = self.datamodule
+        self._validation.add(evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.ranker, self.eval_max_new_tokens))
+
+    def on_validation_epoch_end(self) -> None:
+        means = self._validation.means()
+        self._validation = EvalAccumulator()
+        self.log_dict({f"val/{name}": value for name, value in means.items()}, on_step=False, on_epoch=True)

@@ -1,0 +1,74 @@
+"""The group step (GRPO, LDL): rollout → rank → group targets → objective."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from purld.modules.base import PolicyModule
+from purld.objectives.grpo import GRPOObjective
+from purld.types import PromptBatch, Rollout
+
+
+def flatten(tensor: Tensor) -> Tensor:
+    """(B, K, …) → (B·K, …)."""
+    return tensor.reshape(-1, *tensor.shape[2:])
+
+
+class GroupModule(PolicyModule):
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+        with self.timed("rollout"):
+            rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
+        with self.timed("ranking"):
+            scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
+            targets = self.objective.preferences(scores)
+        with self.timed("update"):
+            if isinstance(self.objective, GRPOObjective):
+                out = self.grpo_step(batch, rollout, targets.advantages)
+            else:
+                out = self.ldl_step(batch, rollout, targets.label_distribution)
+        lengths = rollout.lengths.float()
+        metrics = {
+            **out.prefixed("train/"),
+            "rollout/len_mean": lengths.mean(),
+            "rollout/truncated_fraction": rollout.is_truncated.float().mean(),
+            "rank/score_mean": scores.mean(),
+            "rank/score_std": scores.std(),
+            "reward/mean": targets.rewards.mean(),
+            "reward/std": targets.rewards.std(dim=1).mean(),
+            **self.datamodule.oracle_diagnostics(batch, rollout, scores, targets.label_distribution),
+        }
+        self.log_metrics(metrics, batch_size=len(batch))
+        return out.loss
+
+    def _flat_inputs(self, batch: PromptBatch, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        K = rollout.num_candidates
+        return (
+            batch.prompt_ids.repeat_interleave(K, 0),
+            batch.prompt_mask.repeat_interleave(K, 0),
+            flatten(rollout.completion_ids),
+            flatten(rollout.completion_mask),
+        )
+
+    def grpo_step(self, batch: PromptBatch, rollout: Rollout, advantages: Tensor):
+        inputs = self._flat_inputs(batch, rollout)
+        temperature = self.sampler.temperature
+        per_token_logps = self.token_logps(self.policy, *inputs, temperature=temperature)
+        ref_per_token_logps = None
+        if self.objective.needs_reference:
+            ref_per_token_logps = self.token_logps(self.reference, *inputs, temperature=temperature)
+        return self.objective(
+            per_token_logps,
+            flatten(rollout.sampling_token_logps),
+            advantages.reshape(-1),
+            inputs[3],
+            rollout.is_truncated.reshape(-1),
+            ref_per_token_logps,
+        )
+
+    def ldl_step(self, batch: PromptBatch, rollout: Rollout, label_distribution: Tensor):
+        inputs = self._flat_inputs(batch, rollout)
+        mask = inputs[3]
+        B, K = label_distribution.shape
+        policy_logps = (self.token_logps(self.policy, *inputs) * mask).sum(-1).reshape(B, K)
+        ref_logps = (self.token_logps(self.reference, *inputs) * mask).sum(-1).reshape(B, K)
+        return self.objective(policy_logps, ref_logps, rollout.lengths, label_distribution)

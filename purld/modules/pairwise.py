@@ -1,0 +1,85 @@
+"""The pairwise step (DPO): rollout → rank → pairs → chosen / rejected log-probs → objective.
+
+Each prompt's pool is its K candidates plus the anchor (index K), so
+`anchor_vs_worst` pairs need no special path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from purld.modules.base import PolicyModule
+from purld.types import Pairs, PromptBatch, Rollout
+
+
+def candidate_pool(batch: PromptBatch, rollout: Rollout, pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """(B, K+1, T) ids and mask: the K candidates, then the anchor."""
+    T = max(rollout.completion_ids.shape[2], batch.anchor_ids.shape[1])
+
+    def pad(tensor: Tensor, value) -> Tensor:
+        return F.pad(tensor, (0, T - tensor.shape[-1]), value=value)
+
+    ids = torch.cat([pad(rollout.completion_ids, pad_token_id), pad(batch.anchor_ids, pad_token_id)[:, None]], dim=1)
+    mask = torch.cat([pad(rollout.completion_mask, False), pad(batch.anchor_mask, False)[:, None]], dim=1)
+    return ids, mask
+
+
+class PairwiseModule(PolicyModule):
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+        with self.timed("rollout"):
+            rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
+        with self.timed("ranking"):
+            scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
+            pairs = self.objective.preferences(scores)
+        metrics = {
+            "rollout/len_mean": rollout.lengths.float().mean(),
+            "rollout/truncated_fraction": rollout.is_truncated.float().mean(),
+            "rank/score_mean": scores.mean(),
+            "rank/score_std": scores.std(),
+            "pref/num_pairs": float(len(pairs)),
+            **self.datamodule.oracle_diagnostics(batch, rollout, scores, None),
+        }
+        with self.timed("update"):
+            if len(pairs) == 0:
+                loss = self.zero_loss()
+            else:
+                out = self.dpo_step(batch, rollout, pairs)
+                loss = out.loss
+                metrics.update(out.prefixed("train/"))
+                if self.datamodule.task.has_oracle:
+                    metrics["rank/pair_oracle_accuracy"] = self.pair_oracle_accuracy(batch, rollout, pairs)
+        self.log_metrics(metrics, batch_size=len(batch))
+        return loss
+
+    def dpo_step(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs):
+        pool_ids, pool_mask = candidate_pool(batch, rollout, self.tokenizer.pad_token_id)
+        P = len(pairs)
+        index = torch.cat([pairs.prompt_index, pairs.prompt_index])
+        which = torch.cat([pairs.chosen_index, pairs.rejected_index])
+        inputs = (batch.prompt_ids[index], batch.prompt_mask[index], pool_ids[index, which], pool_mask[index, which])
+        mask = inputs[3]
+
+        def sequence_logps(model) -> Tensor:  # (2P,): chosen then rejected
+            token_logps = self.token_logps(model, *inputs) * mask
+            if self.objective.average_log_prob:
+                return token_logps.sum(-1) / mask.sum(-1).clamp(min=1)
+            return token_logps.sum(-1)
+
+        policy_logps = sequence_logps(self.policy)
+        ref_logps = sequence_logps(self.reference) if self.objective.needs_reference else torch.zeros_like(policy_logps)
+        return self.objective(policy_logps[:P], policy_logps[P:], ref_logps[:P], ref_logps[P:])
+
+    def pair_oracle_accuracy(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs) -> Tensor:
+        """Fraction of pairs whose chosen side is oracle-better (the anchor counts as correct)."""
+        task = self.datamodule.task
+
+        def oracle(prompt: int, index: int) -> float:
+            return 1.0 if index == rollout.num_candidates else task.oracle_score(batch.examples[prompt], rollout.texts[prompt][index])
+
+        agree = [
+            oracle(p, c) > oracle(p, r)
+            for p, c, r in zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist())
+        ]
+        return torch.tensor(sum(agree) / len(agree))

@@ -1,0 +1,48 @@
+"""The ranker interface.
+
+A ranker sees prompts, anchors and candidates — never the loss, the optimizer
+or (except `oracle`) the ground truth — and returns one float score per
+candidate, higher is better, computed without grad in O(K) batched work per
+prompt. Self-rankers (`likelihood`, `self_judge`) use the current student from
+the context.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.tasks.base import Task
+from purld.types import Candidates, PromptBatch
+
+
+@dataclass(frozen=True)
+class RankingContext:
+    task: Task
+    model: PreTrainedModel | None = None  # the current student, for self-rankers
+    tokenizer: PreTrainedTokenizerBase | None = None
+
+
+class Ranker(ABC):
+    name: str = "ranker"
+    uses_ground_truth: bool = False  # True only for `oracle`: refused as a PU-RLD training signal
+
+    @abstractmethod
+    def score(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:
+        """Scores (B, K) float32 on the candidates' device."""
+
+    def __call__(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:
+        with torch.no_grad():
+            scores = self.score(batch, candidates, context)
+        expected = tuple(candidates.completion_ids.shape[:2])
+        if tuple(scores.shape) != expected:
+            raise RuntimeError(f"ranker {self.name!r} returned scores of shape {tuple(scores.shape)}, expected {expected}")
+        return scores.float()
+
+
+def scores_from_lists(values: list[list[float]], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=like.device)

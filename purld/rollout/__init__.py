@@ -1,0 +1,6 @@
+"""K candidates per prompt from the current policy: token ids, masks, sampling log-probs."""
+
+from purld.rollout.logprobs import completion_token_logps, stack_prompt_and_completion
+from purld.rollout.sampler import Sampler
+
+__all__ = ["Sampler", "completion_token_logps", "stack_prompt_and_completion"]

@@ -1,0 +1,127 @@
+"""Sample K candidates per prompt in one batched `generate` call (KV cache, no grad).
+
+The sampling log-probs are recorded while sampling, from the very logits the
+sampler draws from, so the GRPO objective can use them as π_old without a
+second forward pass. Only temperature is applied (no top-k / top-p): the
+recorded log-probs are then exactly those of the full policy at that
+temperature, the quantity the training forward pass recomputes (as TRL does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.types import Candidates, PromptBatch, Rollout
+
+
+class _RecordSamplingLogps(LogitsProcessor):
+    """Applies the temperature and keeps log π(y_t) of each sampled token.
+
+    The token sampled at step t is only known at step t + 1 (as the last input
+    id), so each call gathers the previous step's log-probs; the final step is
+    gathered after `generate` returns. Memory: one (N, V) slice at a time.
+    """
+
+    def __init__(self, temperature: float, suppress_token_id: int | None) -> None:
+        self.temperature = temperature
+        self.suppress_token_id = suppress_token_id
+        self.previous_logps: Tensor | None = None
+        self.token_logps: list[Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.float() / self.temperature
+        if self.suppress_token_id is not None:
+            scores[:, self.suppress_token_id] = float("-inf")
+        if self.previous_logps is not None:
+            self.token_logps.append(self.previous_logps.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.previous_logps = scores.log_softmax(-1)
+        return scores
+
+    def finish(self, last_token_ids: Tensor) -> Tensor:
+        self.token_logps.append(self.previous_logps.gather(-1, last_token_ids[:, None]).squeeze(-1))
+        return torch.stack(self.token_logps, dim=1)
+
+
+def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
+    """(…, T) mask of tokens up to and including the first EOS, and (…) `is_truncated` (no EOS)."""
+    is_eos = completion_ids == eos_token_id
+    seen_eos_before = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
+    return ~seen_eos_before, ~is_eos.any(-1)
+
+
+def decode_completions(tokenizer: PreTrainedTokenizerBase, completion_ids: Tensor, completion_mask: Tensor) -> list[list[str]]:
+    """(B, K, T) ids → B lists of K strings, special tokens dropped."""
+    B, K, T = completion_ids.shape
+    flat_ids = completion_ids.reshape(B * K, T).masked_fill(~completion_mask.reshape(B * K, T), tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(flat_ids, skip_special_tokens=True)
+    return [texts[b * K : (b + 1) * K] for b in range(B)]
+
+
+def candidates_from_texts(tokenizer: PreTrainedTokenizerBase, texts: list[list[str]], device: torch.device | str) -> Candidates:
+    """Tokenize given completions (e.g. the anchor, a greedy answer) as Candidates, EOS appended."""
+    B, K = len(texts), len(texts[0])
+    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for row in texts for text in row]
+    T = max(len(ids) for ids in encoded)
+    completion_ids = torch.full((B * K, T), tokenizer.pad_token_id, dtype=torch.long)
+    completion_mask = torch.zeros((B * K, T), dtype=torch.bool)
+    for row, ids in enumerate(encoded):
+        completion_ids[row, : len(ids)] = torch.tensor(ids)
+        completion_mask[row, : len(ids)] = True
+    return Candidates(
+        texts=[list(row) for row in texts],
+        completion_ids=completion_ids.reshape(B, K, T).to(device),
+        completion_mask=completion_mask.reshape(B, K, T).to(device),
+    )
+
+
+class Sampler:
+    """`rollout.*`: K = `num_candidates` samples per prompt at `temperature`."""
+
+    def __init__(
+        self,
+        num_candidates: int = 8,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        suppress_eos: bool = False,
+    ) -> None:
+        self.num_candidates = num_candidates
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.suppress_eos = suppress_eos  # benchmarks: every completion gets the full length
+
+    @torch.no_grad()
+    def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> Rollout:
+        B, K = len(batch), self.num_candidates
+        recorder = _RecordSamplingLogps(self.temperature, tokenizer.eos_token_id if self.suppress_eos else None)
+        was_training = model.training
+        model.eval()
+        sequences = model.generate(
+            input_ids=batch.prompt_ids,
+            attention_mask=batch.prompt_mask.long(),
+            do_sample=True,
+            temperature=1.0,  # applied by the recorder, which must see the final distribution
+            top_k=0,
+            top_p=1.0,
+            num_return_sequences=K,
+            max_new_tokens=self.max_new_tokens,
+            logits_processor=LogitsProcessorList([recorder]),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+        )
+        model.train(was_training)
+        completion_ids = sequences[:, batch.prompt_ids.shape[1] :]  # (B·K, T)
+        token_logps = recorder.finish(completion_ids[:, -1])
+        completion_mask, is_truncated = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
+        T = completion_ids.shape[1]
+        completion_ids = completion_ids.masked_fill(~completion_mask, tokenizer.pad_token_id).reshape(B, K, T)
+        completion_mask = completion_mask.reshape(B, K, T)
+        return Rollout(
+            texts=decode_completions(tokenizer, completion_ids, completion_mask),
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            sampling_token_logps=token_logps.reshape(B, K, T).masked_fill(~completion_mask, 0.0),
+            is_truncated=is_truncated.reshape(B, K),
+        )

@@ -1,0 +1,36 @@
+"""The task interface every task option implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+from purld.types import Example
+
+Split = Literal["train", "heldout"]
+
+
+class Task(ABC):
+    """A source of prompts with optional references and an optional oracle.
+
+    `oracle_score` is ground truth and only feeds the `oracle` ranker (baselines)
+    and diagnostics; PU-RLD never trains on it.
+    """
+
+    name: str = "task"
+    has_oracle: bool = False
+
+    @abstractmethod
+    def examples(self, split: Split) -> list[Example]:
+        """The prompts of a split, in a fixed order."""
+
+    def extract_answer(self, text: str) -> str | None:
+        """The final answer in a completion, for the `verifier` ranker (None when absent)."""
+        return None
+
+    def oracle_score(self, example: Example, completion: str) -> float:
+        """Graded ground-truth quality in [0, 1]; 1.0 exactly when the completion is correct."""
+        raise TypeError(f"task {self.name!r} has no oracle")
+
+    def is_correct(self, example: Example, completion: str) -> bool:
+        return self.oracle_score(example, completion) >= 1.0

@@ -1,0 +1,45 @@
+"""The teacher interface.
+
+A teacher turns prompts into anchor answers. It is called only by the anchor
+cache for prompts the cache lacks, and yields answers as they arrive so that
+each one is stored before the next is awaited (a killed run keeps what it paid
+for). Remote teachers (litellm) and local ones (hf) implement the same three
+methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from purld.types import Example
+
+
+@dataclass(frozen=True)
+class AnchorAnswer:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Teacher(ABC):
+    name: str = "teacher"
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Model id and generation parameters: everything that changes the answer. No secrets."""
+
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        """The rendered chat messages sent for one prompt."""
+        return [{"role": "user", "content": example.prompt}]
+
+    def cache_material(self, example: Example) -> dict[str, Any]:
+        """What the cache key hashes: identity and rendered messages."""
+        return {"teacher": self.identity(), "messages": self.messages(example)}
+
+    @abstractmethod
+    def answer(self, examples: Sequence[Example]) -> Iterator[tuple[Example, AnchorAnswer]]:
+        """Answer each example once, yielding (example, answer) as each arrives."""

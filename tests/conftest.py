@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny random student, a small task, a batch with anchors. All offline, CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def student():
+    from purld.students import TinyLlamaStudent
+
+    return TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, seed=0).load()
+
+
+@pytest.fixture(scope="session")
+def task():
+    from purld.tasks import ArithmeticTask
+
+    return ArithmeticTask(num_train=32, num_heldout=8, min_digits=2, max_digits=2, seed=0)
+
+
+@pytest.fixture
+def make_batch(student):
+    from purld.anchors import AnchorCache
+    from purld.data import AnchorDataModule
+    from purld.ranking import LexicalRanker
+    from purld.teachers import ReferenceTeacher
+
+    def make(task, tmp_path, split="train", size=4):
+        _, tokenizer = student
+        dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(tmp_path / "cache.sqlite"), LexicalRanker(), tokenizer)
+        dm.prepare_data()
+        dm.setup()
+        items = dm.train_items if split == "train" else dm.heldout_items
+        return dm.collate(items[:size])
+
+    return make

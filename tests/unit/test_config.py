@@ -1,0 +1,101 @@
+"""Every option of every group composes, binds to its `_target_`'s signature and (cheaply) instantiates."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from hydra._internal.utils import _locate
+from omegaconf import DictConfig, OmegaConf
+
+from purld.cli.checks import ConfigError, check_config
+from purld.cli.train import CONFIG_DIR
+
+GROUPS = ["task", "teacher", "student", "rollout", "ranker", "loss", "trainer", "logger", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def all_options() -> list[tuple[str, str]]:
+    pairs = [(group, option) for group in GROUPS for option in options(group)]
+    pairs += [("loss/preferences", option) for option in options("loss/preferences")]
+    return pairs
+
+
+def compose_with(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=False)
+
+
+def assert_binds(node: DictConfig | dict, where: str) -> None:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)  # ${hydra:…} only resolves inside a run
+    target = _locate(node["_target_"])
+    kwargs = {k: v for k, v in node.items() if not str(k).startswith("_")}
+    signature = inspect.signature(target)
+    try:
+        signature.bind_partial(**kwargs)
+    except TypeError as error:
+        pytest.fail(f"{where}: keys {sorted(kwargs)} do not bind to {node['_target_']}{signature}: {error}")
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and "_target_" in value:
+            assert_binds(value, f"{where}.{key}")
+
+
+@pytest.mark.parametrize(("group", "option"), all_options(), ids=lambda v: str(v))
+def test_option_composes_and_binds(group, option):
+    extra = ["loss=dpo"] if group == "loss/preferences" and option != "group" else []
+    cfg = compose_with(f"{group}={option}", *extra)
+    node = cfg.loss.preferences if group == "loss/preferences" else cfg.get(group.split("/")[0])
+    if group == "experiment":
+        assert cfg.task is not None and cfg.loss is not None
+        return
+    assert "_target_" in node, f"{group}/{option}.yaml has no _target_"
+    assert_binds(node, f"{group}/{option}")
+
+
+CHEAP_GROUPS = ["task", "teacher", "student", "rollout", "ranker", "loss"]
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in CHEAP_GROUPS for o in options(g)])
+def test_cheap_options_instantiate(group, option):
+    cfg = compose_with(f"{group}={option}", "ranker.baseline=true" if option == "oracle" else "seed=0")
+    instantiate(cfg[group])
+
+
+def test_default_is_the_quickstart():
+    cfg = compose_with()
+    assert OmegaConf.to_container(cfg.loss)["_target_"].endswith("GRPOObjective")
+    assert cfg.student._target_.endswith("TinyLlamaStudent") and cfg.teacher._target_.endswith("ReferenceTeacher")
+
+
+def test_command_line_group_beats_the_experiment_preset():
+    assert compose_with("loss=dpo").loss._target_.endswith("DPOObjective")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rollout.num_candidates=1", "rollout.num_candidates=1 is invalid: allowed values are integers ≥ 2"),
+        ("loss.beta=-0.1", "loss.beta=-0.1 is invalid: allowed values are numbers ≥ 0"),
+        ("loss.preferences.temperature=0", "loss.preferences.temperature=0 is invalid: allowed values are numbers > 0"),
+        ("rollout.temperature=0", "rollout.temperature=0 is invalid"),
+        ("data.batch_size=0", "data.batch_size=0 is invalid"),
+        ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
+        ("checkpoint=/no/such/run", "checkpoint='/no/such/run': no such file or directory"),
+        ("ranker=oracle", "ranker=oracle uses ground truth and is refused"),
+    ],
+)
+def test_invalid_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_with(override))
+    assert message in str(error.value)
+
+
+def test_oracle_is_allowed_as_a_declared_baseline():
+    check_config(compose_with("ranker=oracle", "ranker.baseline=true"))

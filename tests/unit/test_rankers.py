@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from purld.ranking import (
+    LexicalRanker,
+    LikelihoodRanker,
+    OracleRanker,
+    RandomRanker,
+    RankingContext,
+    SelfJudgeRanker,
+    VerifierRanker,
+)
+from purld.ranking.lexical import rouge_l
+from purld.rollout.sampler import candidates_from_texts
+
+
+def test_rouge_l_by_hand():
+    """LCS("abc", "abd") = 2 ⇒ precision = recall = 2/3 ⇒ F1 = 2/3."""
+    assert rouge_l(list("abc"), list("abd")) == pytest.approx(2 / 3)
+    assert rouge_l(list("abc"), list("abc")) == 1.0
+    assert rouge_l([], list("abc")) == 0.0
+
+
+@pytest.fixture
+def scored(student, task, make_batch, tmp_path):
+    model, tokenizer = student
+    batch = make_batch(task, tmp_path, size=2)
+    texts = [
+        [batch.anchors[0], "1+2=3 ans=7", "junk", batch.anchors[0][:-1] + "0"],
+        [batch.anchors[1], "", "ans=" + str(batch.examples[1].answer), "9+9=18 ans=18"],
+    ]
+    candidates = candidates_from_texts(tokenizer, texts, "cpu")
+    context = RankingContext(task=task, model=model, tokenizer=tokenizer)
+    return batch, candidates, context, texts
+
+
+ALL_RANKERS = [LexicalRanker(), LexicalRanker(unit="word"), VerifierRanker(), OracleRanker(baseline=True),
+               LikelihoodRanker(), SelfJudgeRanker()]
+
+
+@pytest.mark.parametrize("ranker", ALL_RANKERS, ids=lambda r: f"{r.name}")
+def test_shape_and_permutation_equivariance(ranker, scored, student):
+    """Permuting candidates permutes their scores (batched scoring has no position effects)."""
+    batch, candidates, context, texts = scored
+    scores = ranker(batch, candidates, context)
+    assert scores.shape == (2, 4) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    order = [2, 0, 3, 1]
+    permuted = candidates_from_texts(student[1], [[row[i] for i in order] for row in texts], "cpu")
+    assert torch.allclose(ranker(batch, permuted, context), scores[:, order], atol=1e-5)
+
+
+def test_lexical_prefers_the_anchor(scored):
+    batch, candidates, context, _ = scored
+    scores = LexicalRanker()(batch, candidates, context)
+    assert scores[0, 0] == 1.0 and scores[0, 0] > scores[0, 3] > scores[0, 2]
+
+
+def test_verifier_compares_final_answers_with_the_anchor(scored):
+    batch, candidates, context, _ = scored
+    assert VerifierRanker()(batch, candidates, context).tolist() == [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]
+
+
+def test_oracle_is_graded(scored):
+    batch, candidates, context, _ = scored
+    scores = OracleRanker(baseline=True)(batch, candidates, context)
+    assert scores[0, 0] == 1.0 and 0.0 < scores[0, 3] < 1.0 and scores[0, 2] == 0.0
+
+
+def test_likelihood_batched_equals_one_by_one(scored):
+    """Padding to the batch's longest candidate must not change any candidate's PMI."""
+    batch, candidates, context, texts = scored
+    together = LikelihoodRanker()(batch, candidates, context)
+    for b in range(2):
+        for k in range(4):
+            alone = candidates_from_texts(context.tokenizer, [[texts[b][k]]], "cpu")
+            sub_batch = type(batch)(
+                examples=batch.examples[b : b + 1], anchors=batch.anchors[b : b + 1],
+                prompt_ids=batch.prompt_ids[b : b + 1], prompt_mask=batch.prompt_mask[b : b + 1],
+                anchor_ids=batch.anchor_ids[b : b + 1], anchor_mask=batch.anchor_mask[b : b + 1],
+            )
+            assert LikelihoodRanker()(sub_batch, alone, context).item() == pytest.approx(together[b, k].item(), abs=1e-4)
+
+
+def test_random_ranker_is_seeded(scored):
+    batch, candidates, context, _ = scored
+    assert torch.equal(RandomRanker(seed=3)(batch, candidates, context), RandomRanker(seed=3)(batch, candidates, context))
+
+
+def test_self_rankers_leave_training_mode_alone(scored):
+    batch, candidates, context, _ = scored
+    context.model.train()
+    SelfJudgeRanker()(batch, candidates, context)
+    LikelihoodRanker()(batch, candidates, context)
+    assert context.model.training

@@ -1,0 +1,50 @@
+import torch
+
+from purld.rollout import Sampler, completion_token_logps
+from purld.rollout.sampler import completion_mask_from_ids
+
+
+def test_mask_up_to_and_including_first_eos():
+    ids = torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]])
+    mask, truncated = completion_mask_from_ids(ids, eos_token_id=2)
+    assert mask.tolist() == [[True, True, False, False], [True, True, True, True]]
+    assert truncated.tolist() == [False, True]
+
+
+def test_sample_shapes_and_logps_match_a_forward_pass(student, task, make_batch, tmp_path):
+    """The recorded sampling log-probs are π_old: a training forward pass must reproduce them."""
+    model, tokenizer = student
+    batch = make_batch(task, tmp_path, size=3)
+    torch.manual_seed(0)
+    sampler = Sampler(num_candidates=4, max_new_tokens=12, temperature=0.7)
+    rollout = sampler.sample(model, tokenizer, batch)
+    B, K, T = rollout.completion_ids.shape
+    assert (B, K) == (3, 4) and T <= 12
+    assert len(rollout.texts) == 3 and all(len(row) == 4 for row in rollout.texts)
+    assert rollout.sampling_token_logps.shape == (B, K, T) and rollout.is_truncated.shape == (B, K)
+    forward = completion_token_logps(
+        model,
+        batch.prompt_ids.repeat_interleave(K, 0),
+        batch.prompt_mask.repeat_interleave(K, 0),
+        rollout.completion_ids.reshape(B * K, T),
+        rollout.completion_mask.reshape(B * K, T),
+        temperature=0.7,
+    ).reshape(B, K, T)
+    difference = (forward - rollout.sampling_token_logps).masked_fill(~rollout.completion_mask, 0)
+    assert difference.abs().max() < 1e-4
+    assert (rollout.sampling_token_logps <= 0).all()
+
+
+def test_suppress_eos_gives_full_length(student, task, make_batch, tmp_path):
+    model, tokenizer = student
+    batch = make_batch(task, tmp_path, size=2)
+    rollout = Sampler(num_candidates=3, max_new_tokens=9, suppress_eos=True).sample(model, tokenizer, batch)
+    assert rollout.completion_mask.all() and rollout.completion_ids.shape[-1] == 9
+    assert rollout.is_truncated.all()
+
+
+def test_sampling_leaves_training_mode(student, task, make_batch, tmp_path):
+    model, tokenizer = student
+    model.train()
+    Sampler(num_candidates=2, max_new_tokens=4).sample(model, tokenizer, make_batch(task, tmp_path, size=1))
+    assert model.training
