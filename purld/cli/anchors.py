@@ -12,13 +12,14 @@ import hydra
 from omegaconf import DictConfig
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import build_components, exit_on_config_error, key_choices, run_dir
+from purld.cli.components import build_components, exit_on_config_error, key_choices, quiet_libraries, run_dir
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR
 
 
 def fill_anchors(cfg: DictConfig) -> dict[str, float]:
     parts = build_components(cfg)
+    quiet_libraries()
     heldout = parts.task.examples("heldout")[: cfg.eval.num_prompts]
     stats = parts.anchor_cache.fill(parts.teacher, parts.task.examples("train") + heldout)
     result = {"cache_path": str(parts.anchor_cache.path), "choices": key_choices(cfg), **stats.as_dict()}

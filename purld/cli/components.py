@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,20 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def quiet_lightning() -> None:
-    """Lightning announces its devices at every fit; we fit twice, so keep that at warning level."""
+def quiet_libraries() -> None:
+    """Keep the console to what a user acts on.
+
+    Lightning announces its devices at every fit (we fit twice), and warns that
+    the frozen reference policy is in eval mode — which is the point of it.
+    """
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" when saving the student
 
 
 def exit_on_config_error(error: ConfigError) -> None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import build_components, exit_on_config_error, key_choices, run_dir
+from purld.cli.components import build_components, exit_on_config_error, key_choices, quiet_libraries, run_dir
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR, make_datamodule
 from purld.eval.evaluate import evaluate
@@ -38,6 +38,7 @@ def load_saved_student(checkpoint: str | Path):
 
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     parts = build_components(cfg)
+    quiet_libraries()
     model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else parts.student.load()
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
     datamodule.prepare_data()

@@ -22,7 +22,7 @@ from purld.cli.components import (
     build_components,
     exit_on_config_error,
     key_choices,
-    quiet_lightning,
+    quiet_libraries,
     run_dir,
 )
 from purld.cli.report import print_before_after
@@ -47,8 +47,12 @@ class StageClock:
         self.seconds[stage] = round(time.perf_counter() - start, 3)
 
 
-def make_trainer(cfg: DictConfig, stage: str, max_steps: int, validate_every: int = 0) -> L.Trainer:
+def make_trainer(
+    cfg: DictConfig, stage: str, max_steps: int, validate_every: int = 0, hyperparameters: dict | None = None
+) -> L.Trainer:
     logger = instantiate(cfg.logger)(version=stage)
+    if logger and hyperparameters:
+        logger.log_hyperparams(hyperparameters)
     overrides: dict[str, Any] = {"max_steps": max_steps, "logger": logger, "default_root_dir": str(run_dir())}
     if cfg.trainer.get("enable_progress_bar") is None:
         overrides["enable_progress_bar"] = sys.stderr.isatty()
@@ -76,13 +80,18 @@ def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("trai
 def train(cfg: DictConfig) -> dict[str, Any]:
     clock, started = StageClock(), time.perf_counter()
     parts = build_components(cfg)  # raises ConfigError before any model is loaded
-    quiet_lightning()
+    quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = run_dir()
 
     with clock("load_student"):
         model, tokenizer = parts.student.load()
     datamodule = make_datamodule(cfg, parts, tokenizer)
+    hyperparameters = {
+        **{f"choice/{name}": value for name, value in key_choices(cfg).items()},
+        "parameters/total": sum(p.numel() for p in model.parameters()),
+        "parameters/trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
     with clock("anchors"):
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -100,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 scheduler=instantiate(cfg.warmstart.scheduler) if cfg.warmstart.get("scheduler") else None,
             )
             warm_data = datamodule.with_batch_size(cfg.warmstart.batch_size)
-            make_trainer(cfg, "warmstart", cfg.warmstart.sft_steps).fit(warm_module, datamodule=warm_data)
+            make_trainer(cfg, "warmstart", cfg.warmstart.sft_steps, hyperparameters=hyperparameters).fit(warm_module, datamodule=warm_data)
     with clock("eval_before"):
         before = held_out_metrics()
 
@@ -119,7 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     global_step = 0
     if cfg.trainer.max_steps > 0:
         with clock("purld"):
-            trainer = make_trainer(cfg, "purld", cfg.trainer.max_steps, cfg.eval.every_n_steps)
+            trainer = make_trainer(cfg, "purld", cfg.trainer.max_steps, cfg.eval.every_n_steps, hyperparameters)
             trainer.fit(module, datamodule=datamodule)
             global_step = trainer.global_step
     with clock("eval_after"):
@@ -136,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "cache_hits": fill.cache_hits,
         "anchors": fill.as_dict(),
         "global_step": global_step,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_parameters": hyperparameters["parameters/total"],
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -17,29 +17,21 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.ranking.base import Ranker, RankingContext
-from purld.rollout.sampler import candidates_from_texts, completion_mask_from_ids, decode_completions
+from purld.rollout.sampler import (
+    candidates_from_texts,
+    completion_mask_from_ids,
+    decode_completions,
+    generate_completions,
+)
 from purld.tasks.base import Task
 from purld.types import PromptBatch
 
 
-@torch.no_grad()
 def greedy_answers(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, max_new_tokens: int
 ) -> tuple[list[str], torch.Tensor]:
     """Greedy completions of a batch: texts (B) and lengths (B,) in tokens."""
-    was_training = model.training
-    model.eval()
-    sequences = model.generate(
-        input_ids=batch.prompt_ids,
-        attention_mask=batch.prompt_mask.long(),
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-    )
-    model.train(was_training)
-    completion_ids = sequences[:, batch.prompt_ids.shape[1] :]
+    completion_ids = generate_completions(model, tokenizer, batch, do_sample=False, max_new_tokens=max_new_tokens)
     completion_mask, _ = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
     texts = decode_completions(tokenizer, completion_ids[:, None], completion_mask[:, None])
     return [row[0] for row in texts], completion_mask.sum(-1)

@@ -55,20 +55,10 @@ class PolicyModule(L.LightningModule):
         timings, self._timings = self._timings, {}
         return timings
 
-    def token_logps(
-        self,
-        model: PreTrainedModel,
-        prompt_ids: Tensor,
-        prompt_mask: Tensor,
-        completion_ids: Tensor,
-        completion_mask: Tensor,
-        temperature: float = 1.0,
-    ) -> Tensor:
-        """(N, T) per-token log-probs; under no_grad for the reference."""
-        if model is self.reference:
-            with torch.no_grad():
-                return completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
-        return completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    def token_logps(self, model: PreTrainedModel, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
+        """(N, T) log-probs of (prompt_ids, prompt_mask, completion_ids, completion_mask); no grad for the reference."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and model is not self.reference):
+            return completion_token_logps(model, *inputs, temperature=temperature)
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=batch_size)

@@ -76,6 +76,27 @@ def candidates_from_texts(tokenizer: PreTrainedTokenizerBase, texts: list[list[s
     )
 
 
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, **generate_kwargs
+) -> Tensor:
+    """One batched `generate` (KV cache, eval mode, no grad); returns only the new tokens (N, T)."""
+    was_training = model.training
+    model.eval()
+    try:
+        sequences = model.generate(
+            input_ids=batch.prompt_ids,
+            attention_mask=batch.prompt_mask.long(),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            use_cache=True,
+            **generate_kwargs,
+        )
+    finally:
+        model.train(was_training)
+    return sequences[:, batch.prompt_ids.shape[1] :]
+
+
 class Sampler:
     """`rollout.*`: K = `num_candidates` samples per prompt at `temperature`."""
 
@@ -91,28 +112,21 @@ class Sampler:
         self.temperature = temperature
         self.suppress_eos = suppress_eos  # benchmarks: every completion gets the full length
 
-    @torch.no_grad()
     def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> Rollout:
         B, K = len(batch), self.num_candidates
         recorder = _RecordSamplingLogps(self.temperature, tokenizer.eos_token_id if self.suppress_eos else None)
-        was_training = model.training
-        model.eval()
-        sequences = model.generate(
-            input_ids=batch.prompt_ids,
-            attention_mask=batch.prompt_mask.long(),
+        completion_ids = generate_completions(
+            model,
+            tokenizer,
+            batch,
+            max_new_tokens=self.max_new_tokens,
             do_sample=True,
             temperature=1.0,  # applied by the recorder, which must see the final distribution
             top_k=0,
             top_p=1.0,
             num_return_sequences=K,
-            max_new_tokens=self.max_new_tokens,
             logits_processor=LogitsProcessorList([recorder]),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            use_cache=True,
-        )
-        model.train(was_training)
-        completion_ids = sequences[:, batch.prompt_ids.shape[1] :]  # (B·K, T)
+        )  # (B·K, T)
         token_logps = recorder.finish(completion_ids[:, -1])
         completion_mask, is_truncated = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
         T = completion_ids.shape[1]

@@ -55,6 +55,8 @@ def test_two_steps_of_each_loss(loss, tmp_path, cache):
     assert "after PU-RLD" in result.stdout
     metrics = (run_dir / "logs" / "purld" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in metrics
+    hparams = (run_dir / "logs" / "purld" / "hparams.yaml").read_text()
+    assert f"choice/loss: {loss}" in hparams and "parameters/trainable" in hparams
     if loss != "sft":
         # rank/kendall_tau is absent while every oracle score ties (an untrained student): tested in unit tests
         for name in ("time/rollout", "time/ranking", "time/update", "rank/top1_oracle_accuracy", "rollout/len_mean"):
@@ -114,3 +116,14 @@ def test_unknown_option_lists_the_available_ones(tmp_path):
 def test_eval_with_a_missing_checkpoint(tmp_path):
     result = run("eval", f"checkpoint={tmp_path / 'nothing'}", check=False)
     assert result.returncode == 2 and "no such file or directory" in result.stderr
+
+
+def test_quickstart_benchmark_script_smoke(tmp_path, cache):
+    """The benchmark harness itself runs and writes its JSON (tiny settings; the real numbers are in README)."""
+    out = tmp_path / "bench" / "quickstart.json"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_quickstart.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out), *SMALL, cache], check=True, capture_output=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["median_wall_s"] > 0 and report["max_peak_rss_mb"] > 0
+    assert report["runs"][0]["accuracy_before"] is not None
+    assert (out.with_suffix("") / "run0" / "summary.json").exists()
