@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,14 @@ SMALL = [
 ]
 
 
+# Runs start here, so that default paths (outputs/…) never land in the checkout.
+WORKDIR = tempfile.mkdtemp(prefix="purld-cli-")
+
+
 def run(entry: str, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "0"}
     command = [sys.executable, "-m", f"purld.cli.{entry}", *overrides]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=WORKDIR)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
@@ -122,8 +127,18 @@ def test_quickstart_benchmark_script_smoke(tmp_path, cache):
     """The benchmark harness itself runs and writes its JSON (tiny settings; the real numbers are in README)."""
     out = tmp_path / "bench" / "quickstart.json"
     script = Path(__file__).resolve().parents[2] / "scripts" / "bench_quickstart.py"
-    subprocess.run([sys.executable, str(script), "--out", str(out), *SMALL, cache], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(script), "--out", str(out), *SMALL, cache], check=True, capture_output=True, timeout=300, cwd=WORKDIR
+    )
     report = json.loads(out.read_text())
     assert report["median_wall_s"] > 0 and report["max_peak_rss_mb"] > 0
     assert report["runs"][0]["accuracy_before"] is not None
     assert (out.with_suffix("") / "run0" / "summary.json").exists()
+
+
+def test_sweep_jobs_share_the_anchor_cache(tmp_path, cache):
+    sweep = tmp_path / "sweep"
+    run("train", "-m", "loss=dpo,grpo", *SMALL, cache, f"hydra.sweep.dir={sweep}")
+    first, second = (json.loads((sweep / str(job) / "summary.json").read_text()) for job in (0, 1))
+    assert (first["choices"]["loss"], second["choices"]["loss"]) == ("dpo", "grpo")
+    assert (first["teacher_calls"], second["teacher_calls"], second["cache_hits"]) == (72, 0, 72)
