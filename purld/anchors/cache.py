@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -20,8 +21,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from purld.teachers.base import AnchorAnswer, Teacher
+from purld.teachers.base import AnchorAnswer, Teacher, TeacherFailure
 from purld.types import Example
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS anchors (
@@ -44,8 +47,9 @@ class MissingAnchorError(LookupError):
 
 @dataclass
 class FillStats:
-    teacher_calls: int = 0
+    teacher_calls: int = 0  # successful calls: answers received and stored
     cache_hits: int = 0
+    skipped: int = 0  # prompts the teacher failed on under on_error=skip (left out, not stored)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -125,23 +129,35 @@ class AnchorCache:
         bar = tqdm(total=len(missing), desc=f"anchors ({teacher.name})", disable=not progress or None, leave=False)
         with bar:
             for example, answer in teacher.answer(missing):
+                bar.update()
+                if isinstance(answer, TeacherFailure):
+                    stats.skipped += 1
+                    logger.warning("anchor skipped (teacher.on_error=skip): %s", answer.error)
+                    continue
                 self.put(keys[example.prompt_id], teacher, example, answer)
                 stats.teacher_calls += 1
                 stats.prompt_tokens += answer.prompt_tokens
                 stats.completion_tokens += answer.completion_tokens
                 stats.cost_usd += answer.cost_usd
-                bar.update()
-                bar.set_postfix(calls=stats.teacher_calls, cost=f"${stats.cost_usd:.4f}", refresh=False)
+                bar.set_postfix(
+                    calls=stats.teacher_calls,
+                    tokens=stats.prompt_tokens + stats.completion_tokens,
+                    cost=f"${stats.cost_usd:.4f}",
+                    refresh=False,
+                )
         return stats
 
-    def anchors(self, teacher: Teacher, examples: Sequence[Example]) -> list[str]:
-        """The cached anchor of every example, in order; raises naming the first missing prompt."""
+    def anchors(self, teacher: Teacher, examples: Sequence[Example], skip_missing: bool = False) -> list[str | None]:
+        """The cached anchor of every example, in order.
+
+        A missing anchor raises naming the prompt, or is None with `skip_missing`.
+        """
         keys = [cache_key(teacher, example) for example in examples]
         found = self.lookup(keys)
         for example, key in zip(examples, keys):
-            if key not in found:
+            if key not in found and not skip_missing:
                 raise MissingAnchorError(
                     f"no anchor for prompt {example.prompt_id!r} from teacher {teacher.name!r} in {self.path}; "
                     "run purld-anchors (or purld-train, which fills the cache first)"
                 )
-        return [found[key] for key in keys]
+        return [found.get(key) for key in keys]

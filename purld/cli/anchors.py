@@ -11,8 +11,7 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from purld.cli.checks import ConfigError
-from purld.cli.components import build_components, exit_on_config_error, key_choices, quiet_libraries, run_dir
+from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR
 
@@ -29,11 +28,9 @@ def fill_anchors(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@reported_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        fill_anchors(cfg)
-    except ConfigError as error:
-        exit_on_config_error(error)
+    fill_anchors(cfg)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import build_components, exit_on_config_error, key_choices, quiet_libraries, run_dir
+from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR, make_datamodule
 from purld.eval.evaluate import evaluate
@@ -57,11 +57,9 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@reported_errors
 def main(cfg: DictConfig) -> float | None:
-    try:
-        return evaluate_main(cfg).get("accuracy")
-    except ConfigError as error:
-        exit_on_config_error(error)
+    return evaluate_main(cfg).get("accuracy")
 
 
 if __name__ == "__main__":

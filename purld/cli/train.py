@@ -16,13 +16,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from purld.cli.checks import ConfigError
 from purld.cli.components import (
     Components,
     build_components,
-    exit_on_config_error,
     key_choices,
     quiet_libraries,
+    reported_errors,
     run_dir,
 )
 from purld.cli.report import print_before_after
@@ -143,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "eval": {"before": before, "after": after},
         "teacher_calls": fill.teacher_calls,
         "cache_hits": fill.cache_hits,
-        "anchors": fill.as_dict(),
+        "anchors": {**fill.as_dict(), "prompts_without_anchor": datamodule.prompts_without_anchor},
         "global_step": global_step,
         "num_parameters": hyperparameters["parameters/total"],
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
@@ -154,12 +153,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@reported_errors
 def main(cfg: DictConfig) -> float | None:
-    try:
-        summary = train(cfg)
-    except ConfigError as error:
-        exit_on_config_error(error)
-    return summary["eval"]["after"].get("accuracy")  # the value a Hydra sweeper optimises
+    return train(cfg)["eval"]["after"].get("accuracy")  # the value a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

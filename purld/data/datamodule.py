@@ -46,6 +46,7 @@ class AnchorDataModule(L.LightningDataModule):
         self.splits = tuple(splits)
         self.progress = progress
         self.fill_stats: FillStats | None = None
+        self.prompts_without_anchor = 0
         self.train_items: list[tuple[Example, str]] = []
         self.heldout_items: list[tuple[Example, str]] = []
 
@@ -66,9 +67,16 @@ class AnchorDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_items or self.heldout_items:
             return
-        train, heldout = self._examples("train"), self._examples("heldout")
-        self.train_items = list(zip(train, self.anchor_cache.anchors(self.teacher, train)))
-        self.heldout_items = list(zip(heldout, self.anchor_cache.anchors(self.teacher, heldout)))
+        self.train_items = self._with_anchors(self._examples("train"))
+        self.heldout_items = self._with_anchors(self._examples("heldout"))
+
+    def _with_anchors(self, examples: list[Example]) -> list[tuple[Example, str]]:
+        """(example, anchor) pairs; under teacher.on_error=skip, prompts without an anchor are left out and counted."""
+        skip = self.teacher.on_error == "skip"
+        anchors = self.anchor_cache.anchors(self.teacher, examples, skip_missing=skip)
+        kept = [(example, anchor) for example, anchor in zip(examples, anchors) if anchor is not None]
+        self.prompts_without_anchor += len(examples) - len(kept)
+        return kept
 
     def with_batch_size(self, batch_size: int) -> AnchorDataModule:
         """The same prompts and anchors, batched differently (the warm start uses larger batches)."""

@@ -1,6 +1,7 @@
 """Anchor sources: each teacher answers a prompt once; the anchor cache keeps the answer."""
 
-from purld.teachers.base import AnchorAnswer, Teacher
+from purld.teachers.base import AnchorAnswer, Teacher, TeacherError, TeacherFailure
+from purld.teachers.litellm import LiteLLMTeacher
 from purld.teachers.reference import ReferenceTeacher
 
-__all__ = ["AnchorAnswer", "ReferenceTeacher", "Teacher"]
+__all__ = ["AnchorAnswer", "LiteLLMTeacher", "ReferenceTeacher", "Teacher", "TeacherError", "TeacherFailure"]

@@ -17,6 +17,17 @@ from typing import Any
 from purld.types import Example
 
 
+class TeacherError(RuntimeError):
+    """A prompt the teacher could not answer; the message names the prompt and the last error."""
+
+
+@dataclass(frozen=True)
+class TeacherFailure:
+    """Yielded instead of an answer for a prompt left out under `on_error=skip`."""
+
+    error: str
+
+
 @dataclass(frozen=True)
 class AnchorAnswer:
     text: str
@@ -40,6 +51,8 @@ class Teacher(ABC):
         """What the cache key hashes: identity and rendered messages."""
         return {"teacher": self.identity(), "messages": self.messages(example)}
 
+    on_error: str = "raise"  # or "skip": failed prompts are yielded as TeacherFailure and left out
+
     @abstractmethod
-    def answer(self, examples: Sequence[Example]) -> Iterator[tuple[Example, AnchorAnswer]]:
+    def answer(self, examples: Sequence[Example]) -> Iterator[tuple[Example, AnchorAnswer | TeacherFailure]]:
         """Answer each example once, yielding (example, answer) as each arrives."""
