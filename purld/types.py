@@ -21,6 +21,7 @@ class Example:
     prompt: str
     reference: str | None = None  # the task's own reference answer (used by teacher=reference)
     answer: Any = None  # what the oracle checks against; never shown to rankers other than `oracle`
+    messages: tuple[dict[str, str], ...] | None = None  # chat prompts: the conversation `prompt` renders
 
 
 @dataclass(frozen=True)

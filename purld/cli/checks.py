@@ -45,6 +45,15 @@ def group_choice(group: str) -> str | None:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError on the first invalid value. Loads nothing."""
+    missing = [
+        f"{group}.{key}"
+        for group in ("task", "teacher", "student", "rollout", "ranker", "loss")
+        if isinstance(node := cfg.get(group), DictConfig)
+        for key in node
+        if OmegaConf.is_missing(node, key)  # `???` in the YAML; does not resolve ${hydra:…}
+    ]
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
     _require(cfg, "rollout.num_candidates", lambda v: _is_int(v) and v >= 2, "integers ≥ 2 (K)")
     _require(cfg, "rollout.max_new_tokens", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "rollout.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")
@@ -66,7 +75,7 @@ def check_config(cfg: DictConfig) -> None:
     if _get(cfg, "loss.loss_type") == "ipo" and _get(cfg, "loss.beta") == 0:
         raise ConfigError("loss.beta=0 is invalid with loss.loss_type=ipo: allowed values are numbers > 0")
 
-    for key in ("task.path", "checkpoint"):
+    for key in ("task.path", "task.heldout_path", "checkpoint"):
         path = _get(cfg, key)
         if path is not None and not Path(str(path)).expanduser().exists():
             raise ConfigError(f"{key}={path!r}: no such file or directory")

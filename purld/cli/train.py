@@ -143,6 +143,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "teacher_calls": fill.teacher_calls,
         "cache_hits": fill.cache_hits,
         "anchors": {**fill.as_dict(), "prompts_without_anchor": datamodule.prompts_without_anchor},
+        "task": parts.task.report(),
         "global_step": global_step,
         "num_parameters": hyperparameters["parameters/total"],
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},

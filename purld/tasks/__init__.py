@@ -2,5 +2,7 @@
 
 from purld.tasks.base import Task
 from purld.tasks.arithmetic import ArithmeticTask
+from purld.tasks.gsm8k import GSM8KTask
+from purld.tasks.jsonl import JsonlTask
 
-__all__ = ["ArithmeticTask", "Task"]
+__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "Task"]

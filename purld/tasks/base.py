@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Any, Literal
 
 from purld.types import Example
 
@@ -31,6 +31,10 @@ class Task(ABC):
     def oracle_score(self, example: Example, completion: str) -> float:
         """Graded ground-truth quality in [0, 1]; 1.0 exactly when the completion is correct."""
         raise TypeError(f"task {self.name!r} has no oracle")
+
+    def report(self) -> dict[str, Any]:
+        """Counts worth recording in summary.json (e.g. skipped bad lines)."""
+        return {}
 
     def is_correct(self, example: Example, completion: str) -> bool:
         return self.oracle_score(example, completion) >= 1.0

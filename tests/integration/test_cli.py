@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 
 # A run of a few seconds: a smaller student and task, a short warm start, 2 PU-RLD steps.
-SMALL = [
+SMALL_RUN = [
     "student.hidden_size=32",
     "student.num_hidden_layers=2",
     "student.num_attention_heads=2",
     "student.intermediate_size=64",
-    "task.num_train=64",
-    "task.num_heldout=16",
     "eval.num_prompts=8",
     "warmstart.sft_steps=2",
     "trainer.max_steps=2",
@@ -26,6 +24,7 @@ SMALL = [
     "rollout.num_candidates=3",
     "rollout.max_new_tokens=12",
 ]
+SMALL = [*SMALL_RUN, "task.num_train=64", "task.num_heldout=16"]
 
 
 # Runs start here, so that default paths (outputs/…) never land in the checkout.

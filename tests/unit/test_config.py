@@ -62,9 +62,18 @@ def test_option_composes_and_binds(group, option):
 CHEAP_GROUPS = ["task", "teacher", "student", "rollout", "ranker", "loss"]
 
 
+GSM8K_TEST = Path(__file__).resolve().parents[2] / "purld" / "tasks" / "data" / "gsm8k" / "test.jsonl"
+# What an option cannot do without: a declared baseline, a data file.
+REQUIRED = {
+    "oracle": ["ranker.baseline=true"],
+    "jsonl": [f"task.path={GSM8K_TEST}", "task.prompt_field=question", "task.max_examples=20"],
+    "gsm8k": ["task.num_train=20", "task.num_heldout=5"],
+}
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in CHEAP_GROUPS for o in options(g)])
 def test_cheap_options_instantiate(group, option):
-    cfg = compose_with(f"{group}={option}", "ranker.baseline=true" if option == "oracle" else "seed=0")
+    cfg = compose_with(f"{group}={option}", *REQUIRED.get(option, []))
     instantiate(cfg[group])
 
 
