@@ -80,6 +80,10 @@ def check_config(cfg: DictConfig) -> None:
         if path is not None and not Path(str(path)).expanduser().exists():
             raise ConfigError(f"{key}={path!r}: no such file or directory")
 
+    model_path = _get(cfg, "student.model_name_or_path")
+    if isinstance(model_path, str) and model_path.startswith(("/", "./", "../", "~")) and not Path(model_path).expanduser().exists():
+        raise ConfigError(f"student.model_name_or_path={model_path!r}: no such directory")
+
     ranker_target = str(_get(cfg, "ranker._target_") or "")
     is_sft = str(_get(cfg, "loss._target_") or "").endswith("SFTObjective")
     if ranker_target.endswith("OracleRanker") and not _get(cfg, "ranker.baseline") and not is_sft:

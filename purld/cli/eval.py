@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from purld.cli.checks import ConfigError
 from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
 from purld.cli.report import print_metrics
-from purld.cli.train import CONFIG_DIR, make_datamodule
+from purld.cli.train import CONFIG_DIR, load_student, make_datamodule
 from purld.eval.evaluate import evaluate
 
 
@@ -39,7 +39,7 @@ def load_saved_student(checkpoint: str | Path):
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     parts = build_components(cfg)
     quiet_libraries()
-    model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else parts.student.load()
+    model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
     datamodule.prepare_data()
     datamodule.setup("validate")

@@ -16,6 +16,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from purld.cli.checks import ConfigError
 from purld.cli.components import (
     Components,
     build_components,
@@ -29,6 +30,7 @@ from purld.data.datamodule import AnchorDataModule
 from purld.eval.evaluate import evaluate
 from purld.modules import SFTModule, module_for
 from purld.objectives.sft import SFTObjective
+from purld.students.hf import save_student
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -63,6 +65,7 @@ def make_trainer(
 
 
 def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout")) -> AnchorDataModule:
+    """The datamodule for a built student (`tokenizer` decides chat-template rendering with the student's setting)."""
     return AnchorDataModule(
         task=parts.task,
         teacher=parts.teacher,
@@ -73,7 +76,23 @@ def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("trai
         eval_batch_size=cfg.eval.batch_size,
         num_eval_prompts=cfg.eval.num_prompts,
         splits=splits,
+        use_chat_template=parts.student.chat_template_enabled(tokenizer),
     )
+
+
+def parameter_megabytes(model, base_only: bool = False) -> float:
+    """Parameter memory in MB (10^6 bytes); `base_only` leaves LoRA adapters out."""
+    return sum(
+        p.numel() * p.element_size() for name, p in model.named_parameters() if not (base_only and "lora_" in name)
+    ) / 1e6
+
+
+def load_student(parts: Components):
+    try:
+        return parts.student.load()
+    except (OSError, ValueError) as error:  # a hub id without network, a directory without weights
+        first_line = str(error).strip().splitlines()[0]
+        raise ConfigError(f"student: could not load {getattr(parts.student, 'model_name_or_path', parts.student.name)!r}: {first_line}") from None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -84,7 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = run_dir()
 
     with clock("load_student"):
-        model, tokenizer = parts.student.load()
+        model, tokenizer = load_student(parts)
     datamodule = make_datamodule(cfg, parts, tokenizer)
     hyperparameters = {
         **{f"choice/{name}": value for name, value in key_choices(cfg).items()},
@@ -109,11 +128,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             )
             warm_data = datamodule.with_batch_size(cfg.warmstart.batch_size)
             make_trainer(cfg, "warmstart", cfg.warmstart.sft_steps, hyperparameters=hyperparameters).fit(warm_module, datamodule=warm_data)
+        model = parts.student.merge_warm_start(model)
     with clock("eval_before"):
         before = held_out_metrics()
 
-    # The reference is the policy as PU-RLD starts: after the warm start, frozen.
-    reference = copy.deepcopy(model) if parts.objective.needs_reference else None
+    # The reference is the policy as PU-RLD starts: after the warm start, frozen. A LoRA
+    # student needs no copy: its adapters are disabled to compute reference log-probs.
+    is_lora = hasattr(model, "disable_adapter")
+    reference = copy.deepcopy(model) if parts.objective.needs_reference and not is_lora else None
     module = module_for(
         parts.objective,
         model=model,
@@ -133,8 +155,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with clock("eval_after"):
         after = held_out_metrics()
 
-    model.save_pretrained(output_dir / "student")
-    tokenizer.save_pretrained(output_dir / "student")
+    save_student(model, tokenizer, output_dir / "student")
     fill = datamodule.fill_stats
     summary = {
         "run_dir": str(output_dir),
@@ -146,6 +167,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "task": parts.task.report(),
         "global_step": global_step,
         "num_parameters": hyperparameters["parameters/total"],
+        "reference": "copy" if reference is not None else ("adapters disabled" if is_lora else "none"),
+        # What a frozen copy costs (its parameters), and what LoRA's disabled adapters save by not making one.
+        "reference_copy_mb": round(parameter_megabytes(reference), 2) if reference is not None else 0.0,
+        "reference_copy_saved_mb": round(parameter_megabytes(model, base_only=True), 2) if is_lora else 0.0,
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
     }
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -36,6 +36,7 @@ class AnchorDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
         num_eval_prompts: int | None = None,
         splits: tuple[str, ...] = ("train", "heldout"),
+        use_chat_template: bool = False,
         progress: bool = True,
     ) -> None:
         super().__init__()
@@ -44,6 +45,7 @@ class AnchorDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_eval_prompts = num_eval_prompts
         self.splits = tuple(splits)
+        self.use_chat_template = use_chat_template
         self.progress = progress
         self.fill_stats: FillStats | None = None
         self.prompts_without_anchor = 0
@@ -84,11 +86,18 @@ class AnchorDataModule(L.LightningDataModule):
         other.batch_size = batch_size
         return other
 
+    def prompt_text(self, example: Example) -> str:
+        """What the student reads: the prompt, or its conversation through the tokenizer's chat template."""
+        if not self.use_chat_template:
+            return example.prompt
+        messages = list(example.messages or [{"role": "user", "content": example.prompt}])
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     def collate(self, items: list[tuple[Example, str]]) -> PromptBatch:
         examples = [example for example, _ in items]
         anchors = [anchor for _, anchor in items]
         prompts = self.tokenizer(
-            [example.prompt for example in examples],
+            [self.prompt_text(example) for example in examples],
             padding=True,
             padding_side="left",
             add_special_tokens=False,

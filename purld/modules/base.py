@@ -55,10 +55,19 @@ class PolicyModule(L.LightningModule):
         timings, self._timings = self._timings, {}
         return timings
 
-    def token_logps(self, model: PreTrainedModel, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
-        """(N, T) log-probs of (prompt_ids, prompt_mask, completion_ids, completion_mask); no grad for the reference."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and model is not self.reference):
-            return completion_token_logps(model, *inputs, temperature=temperature)
+    def policy_token_logps(self, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
+        """(N, T) log-probs of (prompt_ids, prompt_mask, completion_ids, completion_mask) under π_θ."""
+        return completion_token_logps(self.policy, *inputs, temperature=temperature)
+
+    @torch.no_grad()
+    def reference_token_logps(self, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
+        """The same under π_ref: the frozen copy, or (LoRA, no copy) the policy with its adapters disabled."""
+        if self.reference is not None:
+            return completion_token_logps(self.reference, *inputs, temperature=temperature)
+        if not hasattr(self.policy, "disable_adapter"):
+            raise RuntimeError("this objective needs a reference policy: pass reference_model or use a LoRA student")
+        with self.policy.disable_adapter():
+            return completion_token_logps(self.policy, *inputs, temperature=temperature)
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=batch_size)

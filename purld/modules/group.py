@@ -52,10 +52,10 @@ class GroupModule(PolicyModule):
     def grpo_step(self, batch: PromptBatch, rollout: Rollout, advantages: Tensor):
         inputs = self._flat_inputs(batch, rollout)
         temperature = self.sampler.temperature
-        per_token_logps = self.token_logps(self.policy, *inputs, temperature=temperature)
+        per_token_logps = self.policy_token_logps(*inputs, temperature=temperature)
         ref_per_token_logps = None
         if self.objective.needs_reference:
-            ref_per_token_logps = self.token_logps(self.reference, *inputs, temperature=temperature)
+            ref_per_token_logps = self.reference_token_logps(*inputs, temperature=temperature)
         return self.objective(
             per_token_logps,
             flatten(rollout.sampling_token_logps),
@@ -69,6 +69,6 @@ class GroupModule(PolicyModule):
         inputs = self._flat_inputs(batch, rollout)
         mask = inputs[3]
         B, K = label_distribution.shape
-        policy_logps = (self.token_logps(self.policy, *inputs) * mask).sum(-1).reshape(B, K)
-        ref_logps = (self.token_logps(self.reference, *inputs) * mask).sum(-1).reshape(B, K)
+        policy_logps = (self.policy_token_logps(*inputs) * mask).sum(-1).reshape(B, K)
+        ref_logps = (self.reference_token_logps(*inputs) * mask).sum(-1).reshape(B, K)
         return self.objective(policy_logps, ref_logps, rollout.lengths, label_distribution)

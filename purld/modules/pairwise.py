@@ -61,14 +61,16 @@ class PairwiseModule(PolicyModule):
         inputs = (batch.prompt_ids[index], batch.prompt_mask[index], pool_ids[index, which], pool_mask[index, which])
         mask = inputs[3]
 
-        def sequence_logps(model) -> Tensor:  # (2P,): chosen then rejected
-            token_logps = self.token_logps(model, *inputs) * mask
+        def sequence_logps(token_logps: Tensor) -> Tensor:  # (2P,): chosen then rejected
             if self.objective.average_log_prob:
-                return token_logps.sum(-1) / mask.sum(-1).clamp(min=1)
-            return token_logps.sum(-1)
+                return (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            return (token_logps * mask).sum(-1)
 
-        policy_logps = sequence_logps(self.policy)
-        ref_logps = sequence_logps(self.reference) if self.objective.needs_reference else torch.zeros_like(policy_logps)
+        policy_logps = sequence_logps(self.policy_token_logps(*inputs))
+        if self.objective.needs_reference:
+            ref_logps = sequence_logps(self.reference_token_logps(*inputs))
+        else:
+            ref_logps = torch.zeros_like(policy_logps)
         return self.objective(policy_logps[:P], policy_logps[P:], ref_logps[:P], ref_logps[P:])
 
     def pair_oracle_accuracy(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs) -> Tensor:

@@ -11,7 +11,7 @@ from purld.types import PromptBatch
 class SFTModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         with self.timed("update"):
-            token_logps = self.token_logps(self.policy, batch.prompt_ids, batch.prompt_mask, batch.anchor_ids, batch.anchor_mask)
+            token_logps = self.policy_token_logps(batch.prompt_ids, batch.prompt_mask, batch.anchor_ids, batch.anchor_mask)
             out = self.objective(token_logps, batch.anchor_mask)
         self.log_metrics(out.prefixed("train/"), batch_size=len(batch))
         return out.loss

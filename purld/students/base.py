@@ -17,3 +17,11 @@ class Student(ABC):
     @abstractmethod
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """Return the trainable policy and a tokenizer with a pad token and padding side set."""
+
+    def chat_template_enabled(self, tokenizer: PreTrainedTokenizerBase) -> bool:
+        """Whether prompts are rendered through the tokenizer's chat template."""
+        return False
+
+    def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
+        """The policy PU-RLD starts from after the warm start (LoRA: adapters merged, fresh ones added)."""
+        return model

@@ -68,6 +68,8 @@ REQUIRED = {
     "oracle": ["ranker.baseline=true"],
     "jsonl": [f"task.path={GSM8K_TEST}", "task.prompt_field=question", "task.max_examples=20"],
     "gsm8k": ["task.num_train=20", "task.num_heldout=5"],
+    "hf": ["student.model_name_or_path=org/model"],  # instantiating loads nothing
+    "lora": ["student.model_name_or_path=org/model"],
 }
 
 

@@ -1,0 +1,119 @@
+"""`student=hf` and `student=lora`: any Hugging Face causal LM, by hub id or local directory.
+
+dtype and attention implementation come from config; the tokenizer pads on the
+left for generation and falls back to EOS as the pad token. When the tokenizer
+has a chat template and `use_chat_template` allows it, prompts are rendered
+through it (the datamodule asks `render_prompts`).
+
+`student=lora` wraps the model with peft LoRA adapters. The reference policy is
+then the same weights with the adapters disabled — no second copy. A warm start
+trains adapters too; its adapters are merged into the base weights before
+PU-RLD starts with fresh ones (`merge_warm_start`), so that the reference
+(adapters off) is the warm-started policy, as with a frozen copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from purld.students.base import Student
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+CHAT_TEMPLATE = ("auto", "always", "never")
+
+
+class HFStudent(Student):
+    name = "hf"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        tokenizer_name_or_path: str | None = None,
+        dtype: str = "float32",
+        attn_implementation: str | None = None,
+        use_chat_template: str = "auto",
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
+        if use_chat_template not in CHAT_TEMPLATE:
+            raise ValueError(f"student.use_chat_template={use_chat_template!r}: allowed values are {', '.join(CHAT_TEMPLATE)}")
+        self.model_name_or_path = model_name_or_path
+        self.tokenizer_name_or_path = tokenizer_name_or_path or model_name_or_path
+        self.dtype, self.attn_implementation = dtype, attn_implementation
+        self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        tokenizer = AutoTokenizer.from_pretrained(
+            self.tokenizer_name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code
+        )
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if self.use_chat_template == "always" and not tokenizer.chat_template:
+            raise ValueError(f"student.use_chat_template=always: {self.tokenizer_name_or_path} has no chat template")
+        return tokenizer
+
+    def load_model(self) -> PreTrainedModel:
+        kwargs: dict[str, Any] = {"dtype": DTYPES[self.dtype], "revision": self.revision, "trust_remote_code": self.trust_remote_code}
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        return AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
+
+    def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        tokenizer = self.load_tokenizer()
+        model = self.load_model()
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return model, tokenizer
+
+    def chat_template_enabled(self, tokenizer: PreTrainedTokenizerBase) -> bool:
+        return self.use_chat_template != "never" and bool(getattr(tokenizer, "chat_template", None))
+
+
+class LoRAStudent(HFStudent):
+    name = "lora"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.0,
+        target_modules: Any = "all-linear",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        if r < 1:
+            raise ValueError(f"student.r={r}: allowed values are integers ≥ 1")
+        self.lora_kwargs = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules)
+
+    def wrap(self, model: PreTrainedModel) -> PreTrainedModel:
+        from peft import LoraConfig, get_peft_model
+
+        target = self.lora_kwargs["target_modules"]
+        config = LoraConfig(task_type="CAUSAL_LM", **{**self.lora_kwargs, "target_modules": target if isinstance(target, str) else list(target)})
+        return get_peft_model(model, config)
+
+    def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        model, tokenizer = super().load()
+        return self.wrap(model), tokenizer
+
+    def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
+        """Fold the warm start's adapters into the base weights and start PU-RLD with fresh adapters."""
+        return self.wrap(model.merge_and_unload())
+
+
+def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """A loadable model directory: adapters are merged so `purld-eval checkpoint=` needs no peft."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

@@ -1,0 +1,57 @@
+"""Train Hugging Face students from a local directory through purld-train, as a user with a checkpoint does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.test_cli import SMALL_RUN, run
+from tests.unit.test_hf_students import save_tiny
+
+ARITHMETIC = ["task.num_train=64", "task.num_heldout=16"]
+FROM_PATH = [o for o in SMALL_RUN if not o.startswith("student.")]
+
+
+@pytest.mark.parametrize(("architecture", "loss"), [("llama", "grpo"), ("qwen2", "dpo"), ("gpt2", "ldl")])
+def test_train_by_path(architecture, loss, tmp_path):
+    directory = save_tiny(tmp_path / architecture, architecture)
+    run_dir = tmp_path / "run"
+    run(
+        "train", "student=hf", f"student.model_name_or_path={directory}", f"loss={loss}", *FROM_PATH, *ARITHMETIC,
+        f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["choices"]["student"] == "hf"
+    assert summary["reference"] == "copy" and summary["reference_copy_mb"] > 0
+    config = json.loads((run_dir / "student" / "config.json").read_text())
+    assert config["model_type"] == architecture
+
+
+def test_lora_trains_without_a_reference_copy_and_saves_a_plain_model(tmp_path):
+    directory = save_tiny(tmp_path / "llama", "llama")
+    run_dir = tmp_path / "run"
+    run(
+        "train", "student=lora", f"student.model_name_or_path={directory}", "student.r=4", *FROM_PATH, *ARITHMETIC,
+        f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reference"] == "adapters disabled" and summary["global_step"] == 2
+    assert summary["reference_copy_mb"] == 0.0 and summary["reference_copy_saved_mb"] > 0
+    hparams = (run_dir / "logs" / "purld" / "hparams.yaml").read_text()
+    trainable = int(hparams.split("parameters/trainable: ")[1].split()[0])
+    total = int(hparams.split("parameters/total: ")[1].split()[0])
+    assert trainable < total / 2
+    evaluated = tmp_path / "eval"
+    run("eval", *FROM_PATH, *ARITHMETIC, f"checkpoint={run_dir}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={evaluated}")
+    assert json.loads((evaluated / "eval.json").read_text())["eval"]["accuracy"] == pytest.approx(summary["eval"]["after"]["accuracy"])
+
+
+def test_a_missing_model_path_is_named(tmp_path):
+    result = run("train", "student=hf", check=False)
+    assert result.returncode == 2 and "student.model_name_or_path is required" in result.stderr
+    result = run("train", "student=hf", f"student.model_name_or_path={tmp_path / 'none'}", check=False)
+    assert result.returncode == 2 and "no such directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run("train", "student=hf", f"student.model_name_or_path={tmp_path / 'empty'}", check=False)
+    assert result.returncode == 2 and "student: could not load" in result.stderr and "Traceback" not in result.stderr
