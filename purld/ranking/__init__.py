@@ -1,6 +1,7 @@
 """Anchor-conditioned rankers: (prompts, anchors, K candidates) → scores (B, K), higher is better."""
 
 from purld.ranking.base import Ranker, RankingContext
+from purld.ranking.embedding import EmbeddingRanker
 from purld.ranking.lexical import LexicalRanker
 from purld.ranking.likelihood import LikelihoodRanker
 from purld.ranking.oracle import OracleRanker
@@ -9,6 +10,7 @@ from purld.ranking.self_judge import SelfJudgeRanker
 from purld.ranking.verifier import VerifierRanker
 
 __all__ = [
+    "EmbeddingRanker",
     "LexicalRanker",
     "LikelihoodRanker",
     "OracleRanker",

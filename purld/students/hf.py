@@ -110,10 +110,63 @@ class LoRAStudent(HFStudent):
 
 
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """A loadable model directory: adapters are merged so `purld-eval checkpoint=` needs no peft."""
-    if hasattr(model, "merge_and_unload"):
+    """A loadable model directory: LoRA adapters merged into the weights; over a 4-bit base (lossy to merge),
+    the adapters alone, which `from_pretrained` loads onto their base model."""
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
+        model.save_pretrained(directory)
+    elif hasattr(model, "merge_and_unload"):
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+
+
+class QLoRAStudent(LoRAStudent):
+    """`student=qlora`: the base weights in 4-bit (bitsandbytes NF4) + LoRA adapters.
+
+    Runs on CUDA, and on CPU with bitsandbytes ≥ 0.48 (slowly; tests use it). Merging
+    adapters into 4-bit weights is lossy (re-quantisation), so after a warm start
+    the same adapters keep training and the reference — adapters disabled — is the
+    quantised base model, not the warm-started policy.
+    """
+
+    name = "qlora"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        quant_type: str = "nf4",
+        compute_dtype: str = "bfloat16",
+        double_quant: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        if quant_type not in ("nf4", "fp4"):
+            raise ValueError(f"student.quant_type={quant_type!r}: allowed values are nf4, fp4")
+        if compute_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"student.compute_dtype={compute_dtype!r}: allowed values are float32, bfloat16, float16")
+        self.quant_type, self.compute_dtype, self.double_quant = quant_type, compute_dtype, double_quant
+
+    def load_model(self) -> PreTrainedModel:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ValueError("student=qlora needs bitsandbytes: pip install bitsandbytes") from None
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_compute_dtype=DTYPES[self.compute_dtype],
+            bnb_4bit_use_double_quant=self.double_quant,
+        )
+        kwargs: dict[str, Any] = {"quantization_config": quantization, "revision": self.revision}
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+    def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
+        return model

@@ -81,6 +81,7 @@ class LiteLLMTeacher(Teacher):
         self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
         self.on_error = on_error
         self.input_cost_per_token, self.output_cost_per_token = input_cost_per_token, output_cost_per_token
+        self._unpriced = False  # set once litellm has said it has no price for this model
 
     # ------------------------------------------------------------ the cache key
     def identity(self) -> dict[str, Any]:
@@ -103,9 +104,12 @@ class LiteLLMTeacher(Teacher):
     def _cost(self, litellm, response, prompt_tokens: int, completion_tokens: int) -> float:
         if self.input_cost_per_token is not None or self.output_cost_per_token is not None:
             return prompt_tokens * (self.input_cost_per_token or 0.0) + completion_tokens * (self.output_cost_per_token or 0.0)
+        if self._unpriced:
+            return 0.0
         try:
             return float(litellm.completion_cost(completion_response=response))
-        except Exception:  # litellm raises for models it has no price for (local servers)
+        except Exception:  # litellm raises for models it has no price for (local servers): ask once
+            self._unpriced = True
             return 0.0
 
     async def _answer_one(self, litellm, example: Example, api_key: str | None) -> AnchorAnswer:

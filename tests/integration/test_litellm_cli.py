@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.integration.test_cli import SMALL, run
-from tests.openai_server import FakeOpenAIServer
+from purld.testing.openai_server import FakeOpenAIServer
 
 CANARY = "sk-canary-7d1f3e9a5b"
 
@@ -49,3 +49,19 @@ def test_a_teacher_failure_stops_with_the_prompt_named_and_keeps_answers(tmp_pat
 def test_bad_teacher_settings_fail_before_loading(tmp_path):
     result = run("train", "teacher=litellm", "teacher.on_error=retry", check=False)
     assert result.returncode == 2 and "teacher.on_error='retry': allowed values are raise, skip" in result.stderr
+
+
+def test_anchor_benchmark_script_smoke(tmp_path):
+    """The harness runs end to end (tiny sizes); README holds the real numbers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "anchors.json"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_anchors.py"
+    subprocess.run(
+        [sys.executable, str(script), "--prompts", "20", "--concurrency", "4", "--repeats", "1", "--out", str(out)],
+        check=True, capture_output=True, timeout=300, cwd=tmp_path,
+    )
+    report = json.loads(out.read_text())
+    assert report["median_bare_calls_per_s"] > 0 and report["median_purld_calls_per_s"] > 0

@@ -55,3 +55,20 @@ def test_a_missing_model_path_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("train", "student=hf", f"student.model_name_or_path={tmp_path / 'empty'}", check=False)
     assert result.returncode == 2 and "student: could not load" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_qlora_trains_on_cpu(tmp_path, monkeypatch):
+    """bitsandbytes 4-bit + LoRA runs on CPU (its blocks need ≥ 64 input features, hence the wider model)."""
+    import tests.unit.test_hf_students as students
+
+    monkeypatch.setitem(students.SMALL, "hidden_size", 64)
+    monkeypatch.setitem(students.SMALL, "intermediate_size", 128)
+    directory = save_tiny(tmp_path / "llama", "llama")
+    run_dir = tmp_path / "run"
+    run(
+        "train", "student=qlora", f"student.model_name_or_path={directory}", "student.r=4", "student.compute_dtype=float32",
+        *FROM_PATH, *ARITHMETIC, f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reference"] == "adapters disabled" and summary["global_step"] == 2
+    assert (run_dir / "student" / "adapter_config.json").exists()

@@ -65,17 +65,19 @@ CHEAP_GROUPS = ["task", "teacher", "student", "rollout", "ranker", "loss"]
 GSM8K_TEST = Path(__file__).resolve().parents[2] / "purld" / "tasks" / "data" / "gsm8k" / "test.jsonl"
 # What an option cannot do without: a declared baseline, a data file.
 REQUIRED = {
-    "oracle": ["ranker.baseline=true"],
-    "jsonl": [f"task.path={GSM8K_TEST}", "task.prompt_field=question", "task.max_examples=20"],
-    "gsm8k": ["task.num_train=20", "task.num_heldout=5"],
-    "hf": ["student.model_name_or_path=org/model"],  # instantiating loads nothing
-    "lora": ["student.model_name_or_path=org/model"],
+    ("ranker", "oracle"): ["ranker.baseline=true"],
+    ("task", "jsonl"): [f"task.path={GSM8K_TEST}", "task.prompt_field=question", "task.max_examples=20"],
+    ("task", "gsm8k"): ["task.num_train=20", "task.num_heldout=5"],
+    ("student", "hf"): ["student.model_name_or_path=org/model"],  # instantiating loads nothing
+    ("student", "lora"): ["student.model_name_or_path=org/model"],
+    ("student", "qlora"): ["student.model_name_or_path=org/model"],
+    ("teacher", "hf"): ["teacher.model_name_or_path=org/model"],
 }
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in CHEAP_GROUPS for o in options(g)])
 def test_cheap_options_instantiate(group, option):
-    cfg = compose_with(f"{group}={option}", *REQUIRED.get(option, []))
+    cfg = compose_with(f"{group}={option}", *REQUIRED.get((group, option), []))
     instantiate(cfg[group])
 
 

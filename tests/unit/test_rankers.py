@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from purld.ranking import (
+    EmbeddingRanker,
     LexicalRanker,
     LikelihoodRanker,
     OracleRanker,
@@ -35,7 +36,7 @@ def scored(student, task, make_batch, tmp_path):
 
 
 ALL_RANKERS = [LexicalRanker(), LexicalRanker(unit="word"), VerifierRanker(), OracleRanker(baseline=True),
-               LikelihoodRanker(), SelfJudgeRanker()]
+               LikelihoodRanker(), SelfJudgeRanker(), EmbeddingRanker()]
 
 
 @pytest.mark.parametrize("ranker", ALL_RANKERS, ids=lambda r: f"{r.name}")
@@ -92,3 +93,11 @@ def test_self_rankers_leave_training_mode_alone(scored):
     SelfJudgeRanker()(batch, candidates, context)
     LikelihoodRanker()(batch, candidates, context)
     assert context.model.training
+
+
+def test_embedding_works_offline_and_prefers_the_anchor(scored, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    batch, candidates, context, _ = scored
+    scores = EmbeddingRanker()(batch, candidates, context)
+    assert scores[0, 0].item() == pytest.approx(1.0, abs=1e-4)  # the anchor itself
+    assert (scores[:, 0:1] >= scores[:, 1:] - 1e-5).all()

@@ -10,7 +10,7 @@ import pytest
 from purld.anchors import AnchorCache
 from purld.teachers import LiteLLMTeacher, TeacherError
 from purld.types import Example
-from tests.openai_server import FakeOpenAIServer
+from purld.testing.openai_server import FakeOpenAIServer
 
 
 def examples(*prompts: str) -> list[Example]:

@@ -1,0 +1,1 @@
+"""Test helpers users may reuse: a loopback OpenAI-compatible server for exercising teachers offline."""
