@@ -36,6 +36,17 @@ class AnchorAnswer:
     cost_usd: float = 0.0
 
 
+def templated_messages(example: Example, system_prompt: str | None, prompt_template: str) -> list[dict[str, str]]:
+    """[system?, user]: the user turn is `prompt_template` with the prompt in place of {prompt}."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": prompt_template.format(prompt=example.prompt)}]
+
+
+def check_prompt_template(prompt_template: str) -> None:
+    if "{prompt}" not in prompt_template:
+        raise ValueError(f"teacher.prompt_template={prompt_template!r} must contain '{{prompt}}'")
+
+
 class Teacher(ABC):
     name: str = "teacher"
 

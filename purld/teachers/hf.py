@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from purld.teachers.base import AnchorAnswer, Teacher
+from purld.teachers.base import AnchorAnswer, Teacher, check_prompt_template, templated_messages
 from purld.types import Example
 
 
@@ -32,8 +32,7 @@ class HFTeacher(Teacher):
         device: str | None = None,
         use_chat_template: str = "auto",
     ) -> None:
-        if "{prompt}" not in prompt_template:
-            raise ValueError(f"teacher.prompt_template={prompt_template!r} must contain '{{prompt}}'")
+        check_prompt_template(prompt_template)
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(f"teacher.batch_size={batch_size} and teacher.max_new_tokens={max_new_tokens}: need ≥ 1")
         self.model_name_or_path, self.system_prompt, self.prompt_template = model_name_or_path, system_prompt, prompt_template
@@ -44,8 +43,7 @@ class HFTeacher(Teacher):
         return {"model": self.model_name_or_path, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
 
     def messages(self, example: Example) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*messages, {"role": "user", "content": self.prompt_template.format(prompt=example.prompt)}]
+        return templated_messages(example, self.system_prompt, self.prompt_template)
 
     def _render(self, tokenizer, example: Example) -> str:
         if self.use_chat_template != "never" and getattr(tokenizer, "chat_template", None):

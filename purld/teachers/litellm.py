@@ -26,7 +26,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from purld.teachers.base import AnchorAnswer, Teacher, TeacherError, TeacherFailure
+from purld.teachers.base import (
+    AnchorAnswer,
+    Teacher,
+    TeacherError,
+    TeacherFailure,
+    check_prompt_template,
+    templated_messages,
+)
 from purld.types import Example
 
 ON_ERROR = ("raise", "skip")
@@ -71,8 +78,7 @@ class LiteLLMTeacher(Teacher):
                 "teacher.max_concurrency must be ≥ 1, teacher.num_retries ≥ 0 and teacher.timeout > 0 "
                 f"(got {max_concurrency}, {num_retries}, {timeout})"
             )
-        if "{prompt}" not in prompt_template:
-            raise ValueError(f"teacher.prompt_template={prompt_template!r} must contain '{{prompt}}'")
+        check_prompt_template(prompt_template)
         self.model, self.api_base, self.api_key_env = model, api_base, api_key_env
         self.system_prompt, self.prompt_template = system_prompt, prompt_template
         self.temperature, self.max_tokens = temperature, max_tokens
@@ -89,8 +95,7 @@ class LiteLLMTeacher(Teacher):
         return {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens, **self.generation_params}
 
     def messages(self, example: Example) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        return [*messages, {"role": "user", "content": self.prompt_template.format(prompt=example.prompt)}]
+        return templated_messages(example, self.system_prompt, self.prompt_template)
 
     # ---------------------------------------------------------------- calling
     def _api_key(self) -> str | None:
