@@ -37,5 +37,6 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in _ordered(metrics.keys()):
-        table.add_row(name, f"{metrics[name]:.4f}")
+        value = metrics[name]
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)

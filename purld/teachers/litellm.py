@@ -19,6 +19,7 @@ and never executed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import random
@@ -46,6 +47,9 @@ def import_litellm():
     import litellm
 
     litellm.suppress_debug_info = True
+    # Hydra sets the root logger to INFO; litellm would then log every call.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return litellm
 
 

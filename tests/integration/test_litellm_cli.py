@@ -18,12 +18,13 @@ def test_the_api_key_is_used_and_written_nowhere(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     run_dir, cache = tmp_path / "run", tmp_path / "cache" / "anchors.sqlite"
     with FakeOpenAIServer() as server:
-        run(
+        result = run(
             "train", *SMALL, "teacher=litellm", "teacher.model=openai/tiny-teacher",
             f"teacher.api_base={server.api_base}", "teacher.api_key_env=PURLD_CANARY_KEY",
             f"anchors.cache_path={cache}", f"hydra.run.dir={run_dir}",
         )
     assert server.authorization == {f"Bearer {CANARY}"}
+    assert "LiteLLM" not in result.stdout + result.stderr  # no per-call logs, banners or cost-map warnings
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["teacher_calls"] == 72 and summary["global_step"] == 2
     assert all(count == 1 for count in server.successes.values())
