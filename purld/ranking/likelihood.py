@@ -9,7 +9,6 @@ candidates; nats per completion token.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
 
 from tests.integration.test_cli import SMALL, run
 from purld.testing.openai_server import FakeOpenAIServer

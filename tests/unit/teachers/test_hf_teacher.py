@@ -1,4 +1,3 @@
-import torch
 
 from purld.anchors import AnchorCache
 from purld.teachers import HFTeacher
