@@ -12,28 +12,23 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from purld.cli.checks import ConfigError
 from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR, load_student, make_datamodule
 from purld.eval.evaluate import evaluate
+from purld.students.hf import HFStudent
 
 
 def load_saved_student(checkpoint: str | Path):
-    """A saved model directory, or a purld-train run directory holding one under student/."""
+    """A saved model directory (weights, or adapters over their base), or a purld-train run holding one under student/."""
     path = Path(checkpoint).expanduser()
     if (path / "student").is_dir():
         path = path / "student"
-    if not (path / "config.json").exists():
-        raise ConfigError(f"checkpoint={str(checkpoint)!r}: no saved model (config.json) in {path}")
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    if not any((path / name).exists() for name in ("config.json", "adapter_config.json")):
+        raise ConfigError(f"checkpoint={str(checkpoint)!r}: no saved model (config.json or adapter_config.json) in {path}")
+    return HFStudent(str(path)).load()
 
 
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:

@@ -30,7 +30,7 @@ from purld.data.datamodule import AnchorDataModule
 from purld.eval.evaluate import evaluate
 from purld.modules import SFTModule, module_for
 from purld.objectives.sft import SFTObjective
-from purld.students.hf import save_student
+from purld.students.hf import has_adapters, save_student
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -134,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # The reference is the policy as PU-RLD starts: after the warm start, frozen. A LoRA
     # student needs no copy: its adapters are disabled to compute reference log-probs.
-    is_lora = hasattr(model, "disable_adapter")
+    is_lora = has_adapters(model)
     reference = copy.deepcopy(model) if parts.objective.needs_reference and not is_lora else None
     module = module_for(
         parts.objective,

@@ -15,6 +15,7 @@ from purld.eval.evaluate import EvalAccumulator, evaluate_batch
 from purld.objectives.base import Objective
 from purld.rollout.logprobs import completion_token_logps
 from purld.rollout.sampler import Sampler
+from purld.students.hf import has_adapters
 from purld.types import PromptBatch
 
 
@@ -64,7 +65,7 @@ class PolicyModule(L.LightningModule):
         """The same under π_ref: the frozen copy, or (LoRA, no copy) the policy with its adapters disabled."""
         if self.reference is not None:
             return completion_token_logps(self.reference, *inputs, temperature=temperature)
-        if not hasattr(self.policy, "disable_adapter"):
+        if not has_adapters(self.policy):
             raise RuntimeError("this objective needs a reference policy: pass reference_model or use a LoRA student")
         with self.policy.disable_adapter():
             return completion_token_logps(self.policy, *inputs, temperature=temperature)

@@ -109,12 +109,17 @@ class LoRAStudent(HFStudent):
         return self.wrap(model.merge_and_unload())
 
 
+def has_adapters(model: PreTrainedModel) -> bool:
+    """A peft model: its reference is itself with adapters disabled."""
+    return hasattr(model, "disable_adapter")
+
+
 def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
     """A loadable model directory: LoRA adapters merged into the weights; over a 4-bit base (lossy to merge),
     the adapters alone, which `from_pretrained` loads onto their base model."""
     if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
         model.save_pretrained(directory)
-    elif hasattr(model, "merge_and_unload"):
+    elif has_adapters(model):
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()

@@ -72,3 +72,6 @@ def test_qlora_trains_on_cpu(tmp_path, monkeypatch):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["reference"] == "adapters disabled" and summary["global_step"] == 2
     assert (run_dir / "student" / "adapter_config.json").exists()
+    evaluated = tmp_path / "eval"  # the adapters load onto their base for evaluation
+    run("eval", *FROM_PATH, *ARITHMETIC, f"checkpoint={run_dir}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={evaluated}")
+    assert "accuracy" in json.loads((evaluated / "eval.json").read_text())["eval"]
