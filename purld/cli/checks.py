@@ -91,3 +91,25 @@ def check_config(cfg: DictConfig) -> None:
             "ranker=oracle uses ground truth and is refused as a PU-RLD training signal; "
             "set ranker.baseline=true to run it as an upper-bound baseline"
         )
+
+    check_launch(cfg)
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse a multi-process strategy under `-m` unless SLURM creates the processes.
+
+    Lightning starts DDP/FSDP ranks by re-running the command line; inside a Hydra
+    sweep that re-runs the whole sweep (the ranks would train different jobs).
+    """
+    strategy = _get(cfg, "trainer.strategy")
+    name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "")
+    if name in ("", "auto", "single_device") or not HydraConfig.initialized():
+        return
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and "Slurm" not in str(OmegaConf.select(hydra, "launcher._target_") or ""):
+        raise ConfigError(
+            f"trainer.strategy={name} starts one process per device by re-running the command, which a -m sweep "
+            "cannot do; sweep with hydra/launcher=slurm (one SLURM job per run), or run the jobs one by one without -m"
+        )

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 # reward/mean is not among them: rewards are q = softmax(s/τ), whose mean is 1/K by construction.
-CURVES = ("rank/score_mean", "rollout/oracle_accuracy", "val/accuracy")
+CURVES = ("rank/score_mean", "rollout/oracle_accuracy", "eval/accuracy")
 CHOICE_KEYS = ("task", "student", "teacher", "ranker", "loss", "loss/preferences", "rollout.num_candidates", "loss.beta")
 
 
@@ -150,11 +150,11 @@ def plot(runs: list[Run], metric: str, out: Path) -> list[Path]:
         for axis, name in zip(axes, CURVES):
             if run.curves.get(name):
                 steps, values = zip(*run.curves[name])
-                axis.plot(steps, moving_average(values, 1 if name.startswith("val/") else 10), label=label, linewidth=1)
+                axis.plot(steps, moving_average(values, 1 if name.startswith("eval/") else 10), label=label, linewidth=1)
     titles = {
         "rank/score_mean": "ranker score of samples (moving avg 10)",
         "rollout/oracle_accuracy": "oracle accuracy of samples (moving avg 10)",
-        "val/accuracy": "held-out accuracy",
+        "eval/accuracy": "held-out accuracy",
     }
     for axis, name in zip(axes, CURVES):
         axis.set_title(titles[name])

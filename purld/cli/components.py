@@ -32,11 +32,6 @@ from purld.teachers.base import Teacher, TeacherError
 GROUPS = ("task", "teacher", "student", "rollout", "ranker", "loss", "trainer", "logger", "experiment")
 
 
-def no_logger(**_: Any) -> bool:
-    """`logger=none`: Lightning takes False as 'no logger'."""
-    return False
-
-
 @dataclass
 class Components:
     task: Task

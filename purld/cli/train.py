@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from purld.cli.checks import ConfigError
 from purld.cli.components import (
@@ -25,10 +29,13 @@ from purld.cli.components import (
     reported_errors,
     run_dir,
 )
+from purld.cli.loggers import finish_wandb, without_secrets
 from purld.cli.report import print_before_after
+from purld.cli.resume import AtomicCheckpointIO, resumed_config, stage_checkpoint
 from purld.data.datamodule import AnchorDataModule
 from purld.eval.evaluate import evaluate
 from purld.modules import SFTModule, module_for
+from purld.modules.samples import SampleLogger
 from purld.objectives.sft import SFTObjective
 from purld.students.hf import has_adapters, save_student
 
@@ -49,12 +56,38 @@ class StageClock:
 
 
 def make_trainer(
-    cfg: DictConfig, stage: str, max_steps: int, validate_every: int = 0, hyperparameters: dict | None = None
+    cfg: DictConfig,
+    stage: str,
+    max_steps: int,
+    output_dir: Path,
+    validate_every: int = 0,
+    hyperparameters: dict | None = None,
 ) -> L.Trainer:
-    logger = instantiate(cfg.logger)(version=stage)
+    """The Lightning trainer for one stage: its logger, checkpoints and the samples table."""
+    logger = instantiate(cfg.logger)(save_dir=output_dir, stage=stage)
     if logger and hyperparameters:
         logger.log_hyperparams(hyperparameters)
-    overrides: dict[str, Any] = {"max_steps": max_steps, "logger": logger, "default_root_dir": str(run_dir())}
+    callbacks: list[L.Callback] = [SampleLogger(output_dir / "samples.jsonl", cfg.samples.every_n_steps, cfg.samples.num_prompts)]
+    if cfg.checkpointing.enabled and cfg.checkpointing.every_n_steps > 0:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=stage_checkpoint(output_dir, stage).parent,
+                filename="last",
+                every_n_train_steps=cfg.checkpointing.every_n_steps,
+                save_top_k=1,
+                enable_version_counter=False,
+                save_on_train_epoch_end=False,
+            )
+        )
+    overrides: dict[str, Any] = {
+        "max_steps": max_steps,
+        "logger": logger,
+        "default_root_dir": str(output_dir),
+        "callbacks": callbacks,
+        "enable_checkpointing": bool(cfg.checkpointing.enabled),
+        "plugins": [AtomicCheckpointIO()],
+        "use_distributed_sampler": False,  # PromptStream shards the prompts itself, resumably
+    }
     if cfg.trainer.get("enable_progress_bar") is None:
         overrides["enable_progress_bar"] = sys.stderr.isatty()
     if validate_every > 0:
@@ -62,6 +95,32 @@ def make_trainer(
     else:
         overrides["limit_val_batches"] = 0
     return instantiate(cfg.trainer, **overrides)
+
+
+def fit_stage(
+    cfg: DictConfig, stage: str, module: L.LightningModule, datamodule, max_steps: int, output_dir: Path, **trainer_kwargs
+) -> L.Trainer:
+    """Fit one stage, continuing from its checkpoint when resuming, and checkpoint its end.
+
+    A stage that had finished is restored from its last checkpoint and returns at once.
+    """
+    checkpoint = stage_checkpoint(output_dir, stage)
+    resume_from = str(checkpoint) if cfg.resume and checkpoint.exists() else None
+    trainer = make_trainer(cfg, stage, max_steps, output_dir, **trainer_kwargs)
+    # weights_only=False: our own checkpoint, holding RNG states (numpy arrays) beside the tensors.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=False)
+    if cfg.checkpointing.enabled:
+        trainer.save_checkpoint(checkpoint, weights_only=False)
+    return trainer
+
+
+def wait_for_anchors(marker: Path, timeout_s: float = 3600.0) -> None:
+    """Ranks other than 0 read the cache once rank 0 has filled it (at once when Lightning launched them after)."""
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank_zero_only.rank}: rank 0 did not finish filling the anchor cache ({marker} missing)")
+        time.sleep(1.0)
 
 
 def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout")) -> AnchorDataModule:
@@ -77,6 +136,7 @@ def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("trai
         num_eval_prompts=cfg.eval.num_prompts,
         splits=splits,
         use_chat_template=parts.student.chat_template_enabled(tokenizer),
+        seed=cfg.seed,
     )
 
 
@@ -95,12 +155,33 @@ def load_student(parts: Components):
         raise ConfigError(f"student: could not load {getattr(parts.student, 'model_name_or_path', parts.student.name)!r}: {first_line}") from None
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of the trainable parameters, to check that DDP ranks hold the same weights."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_json(path: Path, content: Any) -> None:
+    """Write whole or not at all (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(content, indent=2))
+    os.replace(temporary, path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("resume"):
+        cfg = resumed_config(cfg)
     clock, started = StageClock(), time.perf_counter()
     parts = build_components(cfg)  # raises ConfigError before any model is loaded
     quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = run_dir()
+    is_rank_zero = rank_zero_only.rank == 0
 
     with clock("load_student"):
         model, tokenizer = load_student(parts)
@@ -109,14 +190,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **{f"choice/{name}": value for name, value in key_choices(cfg).items()},
         "parameters/total": sum(p.numel() for p in model.parameters()),
         "parameters/trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "config": without_secrets(OmegaConf.to_container(cfg, resolve=True)),
     }
+    anchors_marker = output_dir / "anchors.json"
     with clock("anchors"):
-        datamodule.prepare_data()
+        if is_rank_zero:
+            datamodule.prepare_data()
+            write_json(anchors_marker, datamodule.fill_stats.as_dict())
+        else:
+            wait_for_anchors(anchors_marker)
+            datamodule.prepare_data()
         datamodule.setup("fit")
 
     def held_out_metrics() -> dict[str, float]:
         return evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.ranker, cfg.eval.max_new_tokens)
 
+    warm_module = None
     if cfg.warmstart.sft_steps > 0:
         with clock("warmstart"):
             warm_module = SFTModule(
@@ -125,12 +214,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 SFTObjective(),
                 instantiate(cfg.warmstart.optimizer),
                 scheduler=instantiate(cfg.warmstart.scheduler) if cfg.warmstart.get("scheduler") else None,
+                metric_prefix="warmstart/",
             )
             warm_data = datamodule.with_batch_size(cfg.warmstart.batch_size)
-            make_trainer(cfg, "warmstart", cfg.warmstart.sft_steps, hyperparameters=hyperparameters).fit(warm_module, datamodule=warm_data)
+            fit_stage(cfg, "warmstart", warm_module, warm_data, cfg.warmstart.sft_steps, output_dir, hyperparameters=hyperparameters)
         model = parts.student.merge_warm_start(model)
-    with clock("eval_before"):
-        before = held_out_metrics()
+
+    # Held-out evaluation runs on rank 0 only; other ranks go on to the next fit and wait for it there.
+    before: dict[str, float] = {}
+    if is_rank_zero:
+        with clock("eval_before"):
+            before_file = output_dir / "eval_before.json"
+            before = json.loads(before_file.read_text()) if cfg.resume and before_file.exists() else held_out_metrics()
+            write_json(before_file, before)
 
     # The reference is the policy as PU-RLD starts: after the warm start, frozen. A LoRA
     # student needs no copy: its adapters are disabled to compute reference log-probs.
@@ -146,15 +242,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         reference_model=reference,
         eval_max_new_tokens=cfg.eval.max_new_tokens,
     )
-    global_step = 0
+    global_step, world_size = 0, 1
     if cfg.trainer.max_steps > 0:
         with clock("purld"):
-            trainer = make_trainer(cfg, "purld", cfg.trainer.max_steps, cfg.eval.every_n_steps, hyperparameters)
-            trainer.fit(module, datamodule=datamodule)
-            global_step = trainer.global_step
+            trainer = fit_stage(
+                cfg,
+                "purld",
+                module,
+                datamodule,
+                cfg.trainer.max_steps,
+                output_dir,
+                validate_every=cfg.eval.every_n_steps,
+                hyperparameters=hyperparameters,
+            )
+            global_step, world_size = trainer.global_step, trainer.world_size
+    if world_size > 1:  # each rank's prompts and final weights, to check the sharding and the synchronisation
+        write_json(
+            output_dir / "ranks" / f"rank{rank_zero_only.rank}.json",
+            {
+                "rank": rank_zero_only.rank,
+                "world_size": world_size,
+                "warmstart_prompt_ids": warm_module.trained_prompt_ids if warm_module else [],
+                "purld_prompt_ids": module.trained_prompt_ids,
+                "weights_sha256": weights_digest(model),
+            },
+        )
+    if not is_rank_zero:
+        return {}
+
     with clock("eval_after"):
         after = held_out_metrics()
-
     save_student(model, tokenizer, output_dir / "student")
     fill = datamodule.fill_stats
     summary = {
@@ -166,6 +283,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "anchors": {**fill.as_dict(), "prompts_without_anchor": datamodule.prompts_without_anchor},
         "task": parts.task.report(),
         "global_step": global_step,
+        "world_size": world_size,
+        "resumed": bool(cfg.resume),
         "num_parameters": hyperparameters["parameters/total"],
         "reference": "copy" if reference is not None else ("adapters disabled" if is_lora else "none"),
         # What a frozen copy costs (its parameters), and what LoRA's disabled adapters save by not making one.
@@ -173,15 +292,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "reference_copy_saved_mb": round(parameter_megabytes(model, base_only=True), 2) if is_lora else 0.0,
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
     }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(output_dir / "summary.json", summary)
+    log_final_metrics(summary)
     print_before_after(before, after, summary)
+    return summary
+
+
+def log_final_metrics(summary: dict[str, Any]) -> None:
+    """W&B: the held-out metrics before and after, and the run's totals, in the run summary."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or wandb.run is None:
+        return
+    for when in ("before", "after"):
+        for name, value in summary["eval"][when].items():
+            wandb.run.summary[f"eval/{when}/{name}"] = value
+    for key in ("teacher_calls", "cache_hits", "global_step"):
+        wandb.run.summary[key] = summary[key]
+
+
+def run_and_finish(cfg: DictConfig) -> dict[str, Any]:
+    """`train`, then close the W&B run (failed runs are marked failed), so a sweep's next job gets its own."""
+    try:
+        summary = train(cfg)
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    sync_command = finish_wandb()
+    if sync_command and summary:
+        print(f"W&B ran offline; to upload: {sync_command}")
     return summary
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 @reported_errors
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)["eval"]["after"].get("accuracy")  # the value a Hydra sweeper optimises
+    summary = run_and_finish(cfg)
+    if not summary:  # a rank other than 0
+        return None
+    return summary["eval"]["after"].get(cfg.get("optimized_metric") or "accuracy")  # what a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """(prompt, anchor) batches for every stage, and the anchor-conditioned ranking.
 
 `prepare_data` (rank 0) asks the teacher for every prompt the anchor cache
-lacks; `setup` (every rank) reads the anchors back from the cache. The
+lacks; `setup` (every rank) reads the anchors back from the cache. Training batches
+come from a seeded `PromptStream`, sharded across ranks and resumable at any step. The
 datamodule owns the anchors, so it also owns the ranker: modules call
 `rank(batch, candidates, model)` on the candidates they just sampled, every
 step — there is no precomputed preference file.
@@ -13,10 +14,12 @@ import copy
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.anchors.cache import AnchorCache, FillStats
+from purld.data.sampler import PromptStream
 from purld.ranking.base import Ranker, RankingContext
 from purld.ranking.diagnostics import kendall_tau_b, mass_on_correct, top1_oracle_accuracy
 from purld.tasks.base import Task
@@ -38,6 +41,7 @@ class AnchorDataModule(L.LightningDataModule):
         splits: tuple[str, ...] = ("train", "heldout"),
         use_chat_template: bool = False,
         progress: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.task, self.teacher, self.anchor_cache, self.ranker = task, teacher, anchor_cache, ranker
@@ -46,7 +50,7 @@ class AnchorDataModule(L.LightningDataModule):
         self.num_eval_prompts = num_eval_prompts
         self.splits = tuple(splits)
         self.use_chat_template = use_chat_template
-        self.progress = progress
+        self.progress, self.seed = progress, seed
         self.fill_stats: FillStats | None = None
         self.prompts_without_anchor = 0
         self.train_items: list[tuple[Example, str]] = []
@@ -62,6 +66,11 @@ class AnchorDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.fill_stats is not None:  # a second fit in the same process: already filled
+            return
+        if rank_zero_only.rank != 0:
+            # Ranks launched after rank 0 filled the cache only read it: whatever is still
+            # missing (a prompt skipped under on_error=skip) is not asked for again.
+            self.fill_stats = FillStats()
             return
         examples = self._examples("train") + self._examples("heldout")
         self.fill_stats = self.anchor_cache.fill(self.teacher, examples, progress=self.progress)
@@ -121,7 +130,19 @@ class AnchorDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_items, batch_size=self.batch_size, shuffle=True, drop_last=True, collate_fn=self.collate)
+        trainer = self.trainer
+        batches = PromptStream(
+            len(self.train_items),
+            self.batch_size,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            # Resuming: the trainer's step is restored before iteration starts, so the stream picks up there.
+            position=(lambda: trainer.global_step * trainer.accumulate_grad_batches) if trainer else (lambda: 0),
+        )
+        # Its own generator: a DataLoader draws a base seed each pass, which must not move the global
+        # RNG that sampling uses (a resumed run starts a pass where the uninterrupted one did not).
+        return DataLoader(self.train_items, batch_sampler=batches, collate_fn=self.collate, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         return self.heldout_dataloader()

@@ -1,4 +1,12 @@
-"""What every step shape shares: the policy, the frozen reference, the optimizer, held-out validation, timers."""
+"""What every step shape shares: the policy, the frozen reference, the optimizer, held-out validation, timers,
+and what a checkpoint holds.
+
+A checkpoint holds what training changes: the trainable parameters (all of a
+fully fine-tuned policy; a LoRA policy's adapters only), the optimizer and
+scheduler, and the RNG states, so that a resumed run samples what the
+uninterrupted one would have. Frozen weights (the reference, a LoRA base) are
+rebuilt from the config on resume and filled back in when the checkpoint loads.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import lightning as L
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -30,6 +39,7 @@ class PolicyModule(L.LightningModule):
         reference_model: PreTrainedModel | None = None,
         eval_max_new_tokens: int = 32,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        metric_prefix: str = "",
     ) -> None:
         super().__init__()
         self.policy, self.tokenizer, self.objective = model, tokenizer, objective
@@ -40,6 +50,9 @@ class PolicyModule(L.LightningModule):
         self.eval_max_new_tokens = eval_max_new_tokens
         self._timings: dict[str, float] = {}
         self._validation = EvalAccumulator()
+        self.metric_prefix = metric_prefix  # the warm start logs under warmstart/, beside PU-RLD's metrics
+        self.last_samples = None  # the last step's rollout and ranking (StepSamples), for the samples table
+        self.trained_prompt_ids: list[str] = []  # this rank's prompts, in order
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -71,7 +84,14 @@ class PolicyModule(L.LightningModule):
             return completion_token_logps(self.policy, *inputs, temperature=temperature)
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
-        self.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, batch_size=batch_size)
+        # sync_dist: under DDP every logged value is the mean over ranks.
+        self.log_dict(
+            {self.metric_prefix + k: float(v) for k, v in metrics.items()},
+            on_step=True,
+            on_epoch=False,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
 
     def zero_loss(self) -> Tensor:
         """A zero with a graph, for a step with nothing to learn (e.g. every pair tied)."""
@@ -84,6 +104,9 @@ class PolicyModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> None:
+        self.trained_prompt_ids.extend(example.prompt_id for example in batch.examples)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         timings = self.pop_timings()
@@ -98,4 +121,16 @@ class PolicyModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         means = self._validation.means()
         self._validation = EvalAccumulator()
-        self.log_dict({f"val/{name}": value for name, value in means.items()}, on_step=False, on_epoch=True)
+        self.log_dict({f"eval/{name}": value for name, value in means.items()}, on_step=False, on_epoch=True, sync_dist=True)
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {f"policy.{name}" for name, p in self.policy.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["purld_rng"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
+        if "purld_rng" in checkpoint:
+            _set_rng_states(checkpoint["purld_rng"])

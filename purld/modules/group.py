@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from purld.modules.base import PolicyModule
+from purld.modules.samples import StepSamples
 from purld.objectives.grpo import GRPOObjective
 from purld.types import PromptBatch, Rollout
 
@@ -21,6 +22,7 @@ class GroupModule(PolicyModule):
         with self.timed("ranking"):
             scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
             targets = self.objective.preferences(scores)
+        self.last_samples = StepSamples(batch, rollout, scores, rewards=targets.rewards)
         with self.timed("update"):
             if isinstance(self.objective, GRPOObjective):
                 out = self.grpo_step(batch, rollout, targets.advantages)

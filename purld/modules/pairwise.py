@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from purld.modules.base import PolicyModule
+from purld.modules.samples import StepSamples
 from purld.types import Pairs, PromptBatch, Rollout
 
 
@@ -33,6 +34,7 @@ class PairwiseModule(PolicyModule):
         with self.timed("ranking"):
             scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
             pairs = self.objective.preferences(scores)
+        self.last_samples = StepSamples(batch, rollout, scores, pairs=pairs)
         metrics = {
             "rollout/len_mean": rollout.lengths.float().mean(),
             "rollout/truncated_fraction": rollout.is_truncated.float().mean(),

@@ -23,6 +23,7 @@ SMALL_RUN = [
     "data.batch_size=4",
     "rollout.num_candidates=3",
     "rollout.max_new_tokens=12",
+    "logger=csv",  # W&B has its own test (test_workflow.py)
 ]
 SMALL = [*SMALL_RUN, "task.num_train=64", "task.num_heldout=16"]
 
@@ -78,7 +79,7 @@ def test_second_run_makes_zero_teacher_calls_and_eval_reads_the_run(tmp_path, ca
     run("train", *SMALL, cache, "loss.beta=0", "eval.every_n_steps=1", f"hydra.run.dir={second}")
     summary = json.loads((second / "summary.json").read_text())
     assert (summary["teacher_calls"], summary["cache_hits"]) == (0, 72)
-    assert "val/accuracy" in (second / "logs" / "purld" / "metrics.csv").read_text()
+    assert "eval/accuracy" in (second / "logs" / "purld" / "metrics.csv").read_text()
 
     evaluated = tmp_path / "eval"
     run("eval", *SMALL, cache, f"checkpoint={second}", f"hydra.run.dir={evaluated}")

@@ -17,7 +17,7 @@ def make_run(directory, loss, seed, accuracy, with_curves=True):
     (directory / "summary.json").write_text(json.dumps(summary))
     if with_curves:
         (directory / "logs" / "purld").mkdir(parents=True)
-        rows = ["step,rank/score_mean,rollout/oracle_accuracy,val/accuracy"]
+        rows = ["step,rank/score_mean,rollout/oracle_accuracy,eval/accuracy"]
         rows += [f"{step},{0.5 + step / 100},{accuracy * step / 20},{'' if step % 5 else accuracy}" for step in range(20)]
         (directory / "logs" / "purld" / "metrics.csv").write_text("\n".join(rows) + "\n")
 
