@@ -4,8 +4,8 @@ The key is a SHA-256 of the teacher's identity (model id, generation
 parameters), the rendered messages and anything else the teacher declares in
 `cache_material`. Rows are committed one by one as answers arrive, so a run
 killed mid-way keeps every answer already received. WAL mode lets many readers
-(ranks, sweep jobs) work beside one writer; `INSERT OR IGNORE` makes a racing
-second writer harmless.
+(ranks, sweep jobs) work beside one writer; `fill` holds a file lock
+(`<cache>.lock`), so jobs started together ask the teacher for each prompt once.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from purld.teachers.base import AnchorAnswer, Teacher, TeacherFailure
@@ -120,6 +121,12 @@ class AnchorCache:
 
     def fill(self, teacher: Teacher, examples: Sequence[Example], progress: bool = True) -> FillStats:
         """Ask the teacher for every example not cached yet, storing each answer as it arrives."""
+        # One filler at a time per cache file: parallel sweep jobs wait here, then find their
+        # prompts cached instead of paying for the same answers twice.
+        with FileLock(f"{self.path}.lock"):
+            return self._fill(teacher, examples, progress)
+
+    def _fill(self, teacher: Teacher, examples: Sequence[Example], progress: bool) -> FillStats:
         keys = {example.prompt_id: cache_key(teacher, example) for example in examples}
         cached = self.lookup(keys.values())
         missing = list({keys[e.prompt_id]: e for e in examples if keys[e.prompt_id] not in cached}.values())

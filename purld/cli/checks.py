@@ -70,6 +70,9 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "trainer.max_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
     _require(cfg, "eval.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "eval.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
+    _require(cfg, "checkpointing.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0: only at the end of each stage)")
+    _require(cfg, "samples.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0 disables the samples table)")
+    _require(cfg, "samples.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
     _require(cfg, "warmstart.optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
     if _get(cfg, "loss.loss_type") == "ipo" and _get(cfg, "loss.beta") == 0:
@@ -103,6 +106,8 @@ def check_launch(cfg: DictConfig) -> None:
     """
     strategy = _get(cfg, "trainer.strategy")
     name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "")
+    if "fsdp" in name.lower() and _get(cfg, "trainer.accelerator") == "cpu":
+        raise ConfigError("trainer=fsdp needs GPUs (Lightning's FSDP strategy refuses the CPU); on CPU use trainer=ddp")
     if name in ("", "auto", "single_device") or not HydraConfig.initialized():
         return
     from hydra.types import RunMode

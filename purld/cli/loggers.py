@@ -118,15 +118,17 @@ def wandb_logger(
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     id_file = Path(save_dir) / WANDB_RUN_ID_FILE
-    if not id_file.exists():
+    if not id_file.exists() and rank_zero_only.rank == 0:  # only rank 0 logs
         id_file.write_text(secrets.token_hex(4))  # W&B run ids are short [a-z0-9] strings
     defaults = sweep_defaults()
     warnings.filterwarnings("ignore", message="There is a wandb run already in progress")  # the second stage: on purpose
     warnings.filterwarnings("ignore", message="The anonymous setting has no effect")  # Lightning passes anonymous=None
     return WandbLogger(
         save_dir=str(save_dir),
-        id=id_file.read_text().strip(),
+        id=id_file.read_text().strip() if id_file.exists() else None,
         project=project,
         entity=entity,
         name=name or defaults["name"],

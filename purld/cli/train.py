@@ -262,6 +262,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             {
                 "rank": rank_zero_only.rank,
                 "world_size": world_size,
+                "teacher_calls": datamodule.fill_stats.teacher_calls,
                 "warmstart_prompt_ids": warm_module.trained_prompt_ids if warm_module else [],
                 "purld_prompt_ids": module.trained_prompt_ids,
                 "weights_sha256": weights_digest(model),
