@@ -113,11 +113,13 @@ def wandb_logger(
     group: str | None = None,
     tags: Sequence[str] = (),
     mode: str = "auto",
-) -> Logger:
-    """One W&B run per job, offline unless credentials are configured (`wandb sync <run dir>/wandb/offline-run-*`)."""
+    also_csv: bool = True,
+) -> list[Logger]:
+    """One W&B run per job, offline unless credentials are configured (`wandb sync <run dir>/wandb/offline-run-*`).
+
+    With `also_csv`, metrics.csv is written too, so that `purld-compare` reads W&B runs without a dashboard."""
     import wandb
     from lightning.pytorch.loggers import WandbLogger
-
     from lightning.pytorch.utilities import rank_zero_only
 
     id_file = Path(save_dir) / WANDB_RUN_ID_FILE
@@ -126,7 +128,7 @@ def wandb_logger(
     defaults = sweep_defaults()
     warnings.filterwarnings("ignore", message="There is a wandb run already in progress")  # the second stage: on purpose
     warnings.filterwarnings("ignore", message="The anonymous setting has no effect")  # Lightning passes anonymous=None
-    return WandbLogger(
+    run = WandbLogger(
         save_dir=str(save_dir),
         id=id_file.read_text().strip() if id_file.exists() else None,
         project=project,
@@ -135,9 +137,9 @@ def wandb_logger(
         group=group or defaults["group"],
         tags=list(tags),
         mode=wandb_mode(mode),
-        job_type=stage if stage == "purld" else None,
         settings=wandb.Settings(silent=True, console="off"),
     )
+    return [run, csv_logger(save_dir, stage)] if also_csv else [run]
 
 
 def finish_wandb(exit_code: int = 0) -> str | None:

@@ -64,9 +64,10 @@ def make_trainer(
     hyperparameters: dict | None = None,
 ) -> L.Trainer:
     """The Lightning trainer for one stage: its logger, checkpoints and the samples table."""
-    logger = instantiate(cfg.logger)(save_dir=output_dir, stage=stage)
-    if logger and hyperparameters:
-        logger.log_hyperparams(hyperparameters)
+    logger = instantiate(cfg.logger)(save_dir=output_dir, stage=stage)  # a logger, a list of them, or False
+    for each in (logger if isinstance(logger, list) else [logger] if logger else []):
+        if hyperparameters:
+            each.log_hyperparams(hyperparameters)
     callbacks: list[L.Callback] = [SampleLogger(output_dir / "samples.jsonl", cfg.samples.every_n_steps, cfg.samples.num_prompts)]
     if cfg.checkpointing.enabled and cfg.checkpointing.every_n_steps > 0:
         callbacks.append(

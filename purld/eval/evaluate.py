@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.ranking.base import Ranker, RankingContext
@@ -79,9 +80,11 @@ def evaluate(
     task: Task,
     ranker: Ranker,
     max_new_tokens: int,
+    description: str = "held-out eval",
 ) -> dict[str, float]:
     accumulator = EvalAccumulator()
     device = next(model.parameters()).device
-    for batch in batches:
+    # A bar on a terminal only (disable=None): logs of batch jobs stay clean.
+    for batch in tqdm(batches, desc=description, unit="batch", disable=None, leave=False):
         accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens))
     return accumulator.means()

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import lightning as L
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -26,6 +26,10 @@ from purld.rollout.logprobs import completion_token_logps
 from purld.rollout.sampler import Sampler
 from purld.students.hf import has_adapters
 from purld.types import PromptBatch
+
+
+# Shown beside the training progress bar (on a terminal); everything goes to the logger.
+PROGRESS_BAR_METRICS = ("train/loss", "rank/score_mean", "rollout/oracle_accuracy", "time/step")
 
 
 class PolicyModule(L.LightningModule):
@@ -85,13 +89,16 @@ class PolicyModule(L.LightningModule):
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         # sync_dist: under DDP every logged value is the mean over ranks.
-        self.log_dict(
-            {self.metric_prefix + k: float(v) for k, v in metrics.items()},
-            on_step=True,
-            on_epoch=False,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        for name, value in metrics.items():
+            self.log(
+                self.metric_prefix + name,
+                float(value),
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+                sync_dist=True,
+                prog_bar=name in PROGRESS_BAR_METRICS,
+            )
 
     def zero_loss(self) -> Tensor:
         """A zero with a graph, for a step with nothing to learn (e.g. every pair tied)."""
