@@ -127,7 +127,6 @@ def wandb_logger(
         id_file.write_text(secrets.token_hex(4))  # W&B run ids are short [a-z0-9] strings
     defaults = sweep_defaults()
     warnings.filterwarnings("ignore", message="There is a wandb run already in progress")  # the second stage: on purpose
-    warnings.filterwarnings("ignore", message="The anonymous setting has no effect")  # Lightning passes anonymous=None
     run = WandbLogger(
         save_dir=str(save_dir),
         id=id_file.read_text().strip() if id_file.exists() else None,
@@ -139,6 +138,7 @@ def wandb_logger(
         mode=wandb_mode(mode),
         settings=wandb.Settings(silent=True, console="off"),
     )
+    run._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which wandb ≥ 0.2x warns about
     return [run, csv_logger(save_dir, stage)] if also_csv else [run]
 
 

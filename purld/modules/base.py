@@ -27,7 +27,6 @@ from purld.rollout.sampler import Sampler
 from purld.students.hf import has_adapters
 from purld.types import PromptBatch
 
-
 # Shown beside the training progress bar (on a terminal); everything goes to the logger.
 PROGRESS_BAR_METRICS = ("train/loss", "rank/score_mean", "rollout/oracle_accuracy", "time/step")
 

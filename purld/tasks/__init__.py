@@ -1,7 +1,7 @@
 """Tasks: prompts, reference answers and (where there is one) an oracle."""
 
-from purld.tasks.base import Task
 from purld.tasks.arithmetic import ArithmeticTask
+from purld.tasks.base import Task
 from purld.tasks.gsm8k import GSM8KTask
 from purld.tasks.jsonl import JsonlTask
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-
-from tests.integration.test_cli import SMALL, run
 from purld.testing.openai_server import FakeOpenAIServer
+from tests.integration.test_cli import SMALL, run
 
 CANARY = "sk-canary-7d1f3e9a5b"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.integration.test_cli import SMALL_RUN, run
 from tests.unit.test_hf_students import save_tiny
@@ -42,6 +43,13 @@ def test_lora_trains_without_a_reference_copy_and_saves_a_plain_model(tmp_path):
     trainable = int(hparams.split("parameters/trainable: ")[1].split()[0])
     total = int(hparams.split("parameters/total: ")[1].split()[0])
     assert trainable < total / 2
+    # Checkpoints hold the adapters only; a resume rebuilds the frozen base (with the warm start merged in).
+    for stage in ("warmstart", "purld"):
+        state = torch.load(run_dir / "checkpoints" / stage / "last.ckpt", weights_only=False)["state_dict"]
+        assert state and all("lora_" in name for name in state)
+    run("train", f"resume={run_dir}", "trainer.max_steps=3")
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
     evaluated = tmp_path / "eval"
     run("eval", *FROM_PATH, *ARITHMETIC, f"checkpoint={run_dir}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={evaluated}")
     assert json.loads((evaluated / "eval.json").read_text())["eval"]["accuracy"] == pytest.approx(summary["eval"]["after"]["accuracy"])

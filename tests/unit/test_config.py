@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from hydra._internal.utils import _locate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from purld.cli.checks import ConfigError, check_config

@@ -9,8 +9,8 @@ import pytest
 
 from purld.anchors import AnchorCache
 from purld.teachers import LiteLLMTeacher, TeacherError
-from purld.types import Example
 from purld.testing.openai_server import FakeOpenAIServer
+from purld.types import Example
 
 
 def examples(*prompts: str) -> list[Example]:
