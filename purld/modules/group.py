@@ -58,13 +58,20 @@ class GroupModule(PolicyModule):
         ref_per_token_logps = None
         if self.objective.needs_reference:
             ref_per_token_logps = self.reference_token_logps(*inputs, temperature=temperature)
+        is_truncated = rollout.is_truncated.reshape(-1)
+        num_active_tokens = None
+        if self.objective.loss_type == "dapo" and self._trainer is not None and self.trainer.world_size > 1:
+            # dapo divides by the tokens of the whole global batch; DDP then averages the ranks' gradients.
+            active = self.objective.loss_mask(inputs[3], is_truncated).sum().float()
+            num_active_tokens = self.trainer.strategy.reduce(active, reduce_op="mean").clamp(min=1.0)
         return self.objective(
             per_token_logps,
             flatten(rollout.sampling_token_logps),
             advantages.reshape(-1),
             inputs[3],
-            rollout.is_truncated.reshape(-1),
+            is_truncated,
             ref_per_token_logps,
+            num_active_tokens,
         )
 
     def ldl_step(self, batch: PromptBatch, rollout: Rollout, label_distribution: Tensor):

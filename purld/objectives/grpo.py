@@ -118,18 +118,24 @@ class GRPOObjective(Objective):
         completion_mask: Tensor,
         is_truncated: Tensor,
         ref_per_token_logps: Tensor | None,
+        num_active_tokens: Tensor | float | None = None,
     ) -> LossOutput:
-        if self.mask_truncated_completions:
-            completion_mask = completion_mask & ~is_truncated[:, None]
+        """`num_active_tokens`: for `dapo` across several processes, the mean over ranks of their
+        active-token counts (under `loss_mask`), so that the averaged gradients equal one process's."""
         return grpo_loss(
             per_token_logps,
             old_per_token_logps,
             advantages,
-            completion_mask,
+            self.loss_mask(completion_mask, is_truncated),
             ref_per_token_logps,
             beta=self.beta,
             epsilon_low=self.epsilon_low,
             epsilon_high=self.epsilon_high,
             loss_type=self.loss_type,
             max_completion_length=self.max_completion_length,
+            num_active_tokens=num_active_tokens,
         )
+
+    def loss_mask(self, completion_mask: Tensor, is_truncated: Tensor) -> Tensor:
+        """The tokens the loss counts: all completion tokens, or (mask_truncated_completions) those of finished ones."""
+        return completion_mask & ~is_truncated[:, None] if self.mask_truncated_completions else completion_mask
