@@ -76,6 +76,7 @@ class Rollout(Candidates):
 
     sampling_token_logps: Tensor  # (B, K, T) float, log π_old(y_t | x, y_<t) at the sampling temperature
     is_truncated: Tensor  # (B, K) bool, no EOS within max_new_tokens
+    sampling_temperature: float = 1.0  # at 1.0, sampling_token_logps are the policy's own log-probs
 
 
 @dataclass(frozen=True)

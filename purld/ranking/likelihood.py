@@ -3,8 +3,9 @@
     s_k = (ℓ_θ(y_k | x ⊕ a) − ℓ_θ(y_k | x)) / |y_k|
 
 `x ⊕ a` is `anchor_template` rendered with the prompt and anchor (the anchor
-placed in context as a reference). Two batched forward passes over all B·K
-candidates; nats per completion token.
+placed in context as a reference). Each context is read once per prompt and its
+KV cache shared by the K candidates; the second term is the sampler's recorded
+log-prob when sampling ran at temperature 1 (no second pass). Nats per token.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext
-from purld.rollout.logprobs import completion_token_logps
-from purld.types import Candidates, PromptBatch
+from purld.rollout.logprobs import completion_token_logps_shared_prompt
+from purld.types import Candidates, PromptBatch, Rollout
 
 
 def tokenize_left_padded(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
@@ -39,13 +40,14 @@ class LikelihoodRanker(Ranker):
         was_training = model.training
         model.eval()
         try:
-            sums = []
-            for ids, mask in ((anchored_ids, anchored_mask), (prompt_ids, prompt_mask)):
-                token_logps = completion_token_logps(
-                    model, ids.repeat_interleave(K, 0), mask.repeat_interleave(K, 0), completion_ids, completion_mask
-                )
-                sums.append((token_logps * completion_mask).sum(-1))
+            conditioned = completion_token_logps_shared_prompt(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
+            if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0:
+                # The sampler recorded exactly ℓ_θ(y_k | x) at temperature 1, from these weights: no second pass.
+                unconditioned = candidates.sampling_token_logps.reshape(B * K, T)
+            else:
+                unconditioned = completion_token_logps_shared_prompt(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
         finally:
             model.train(was_training)
+        sums = [(conditioned * completion_mask).sum(-1), (unconditioned * completion_mask).sum(-1)]
         lengths = completion_mask.sum(-1).clamp(min=1)
         return ((sums[0] - sums[1]) / lengths).reshape(B, K)

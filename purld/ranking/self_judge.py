@@ -2,8 +2,9 @@
 
 The judge prompt (`template`, holding the prompt, the anchor as the reference
 and one candidate) is read by the student itself, and the score is
-`log p(yes_token) − log p(no_token)` from its next-token logits. One batched
-forward pass over the B·K judge prompts. Meaningful for instruction-tuned
+`log p(yes_token) − log p(no_token)` from its next-token logits. The text before
+the candidate is read once per prompt (its KV cache shared by the K candidates);
+each candidate enters as the tokens the student generated. Meaningful for instruction-tuned
 students; a tiny student trained from scratch judges near randomly.
 """
 
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext
 from purld.ranking.likelihood import tokenize_left_padded
+from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.types import Candidates, PromptBatch
 
 DEFAULT_TEMPLATE = "Question: {prompt}\nReference answer: {anchor}\nCandidate answer: {candidate}\nIs the candidate correct? "
@@ -34,25 +36,31 @@ class SelfJudgeRanker(Ranker):
     def score(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:
         model, tokenizer = context.model, context.tokenizer
         B, K = candidates.completion_ids.shape[:2]
-        judge_prompts = [
-            self.template.format(prompt=example.prompt, anchor=anchor, candidate=text)
-            for example, anchor, row in zip(batch.examples, batch.anchors, candidates.texts)
-            for text in row
-        ]
-        input_ids, attention_mask = tokenize_left_padded(tokenizer, judge_prompts, candidates.completion_ids.device)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        device = candidates.completion_ids.device
+        before, after = self.template.split("{candidate}", 1)
+        # The part before the candidate is the same for a prompt's K candidates: read once, KV cache shared.
+        prefixes = [before.format(prompt=example.prompt, anchor=anchor) for example, anchor in zip(batch.examples, batch.anchors)]
+        prefix_ids, prefix_mask = tokenize_left_padded(tokenizer, prefixes, device)
+        # Each candidate as the tokens the student generated (EOS dropped), then the question, left-padded.
+        suffixes = [tokenizer(after.format(prompt=e.prompt, anchor=a), add_special_tokens=False)["input_ids"]
+                    for e, a in zip(batch.examples, batch.anchors)]
+        ids = candidates.completion_ids.reshape(B * K, -1)
+        keep = candidates.completion_mask.reshape(B * K, -1) & (ids != tokenizer.eos_token_id)
+        rows = [ids[i][keep[i]].tolist() + suffixes[i // K] for i in range(B * K)]
+        width = max(len(row) for row in rows)
+        continuation = torch.full((B * K, width), tokenizer.pad_token_id, dtype=torch.long)
+        continuation_mask = torch.zeros((B * K, width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            continuation[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            continuation_mask[i, width - len(row) :] = True
         was_training = model.training
         model.eval()
         try:
-            logits = model(
-                input_ids=input_ids,
-                attention_mask=attention_mask.long(),
-                position_ids=position_ids,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1].float()  # (B·K, V)
+            _, logits = forward_after_shared_prefix(
+                model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1
+            )
         finally:
             model.train(was_training)
-        logps = torch.log_softmax(logits, dim=-1)
+        logps = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B·K, V)
         yes, no = self._first_token_id(tokenizer, self.yes_token), self._first_token_id(tokenizer, self.no_token)
         return (logps[:, yes] - logps[:, no]).reshape(B, K)

@@ -138,4 +138,5 @@ class Sampler:
             completion_mask=completion_mask,
             sampling_token_logps=token_logps.reshape(B, K, T).masked_fill(~completion_mask, 0.0),
             is_truncated=is_truncated.reshape(B, K),
+            sampling_temperature=self.temperature,
         )

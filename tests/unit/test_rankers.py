@@ -101,3 +101,29 @@ def test_embedding_works_offline_and_prefers_the_anchor(scored, monkeypatch):
     scores = EmbeddingRanker()(batch, candidates, context)
     assert scores[0, 0].item() == pytest.approx(1.0, abs=1e-4)  # the anchor itself
     assert (scores[:, 0:1] >= scores[:, 1:] - 1e-5).all()
+
+
+def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
+    """The KV-shared judge equals one forward pass over each full judge prompt (char tokenizer: same tokens)."""
+    from purld.ranking.base import RankingContext
+    from purld.ranking.likelihood import tokenize_left_padded
+    from purld.ranking.self_judge import DEFAULT_TEMPLATE, SelfJudgeRanker
+    from purld.rollout.sampler import candidates_from_texts
+    from purld.students.tiny import TinyLlamaStudent
+    from purld.types import Example, PromptBatch
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model.eval()
+    examples = [Example(prompt_id="a", prompt="12+5=", reference="17"), Example(prompt_id="b", prompt="999+1=", reference="1000")]
+    texts = [["17", "18 is it"], ["1000", "no idea"]]
+    empty = torch.zeros(2, 1, dtype=torch.long)
+    batch = PromptBatch(examples=examples, anchors=["17", "1000"], prompt_ids=empty, prompt_mask=empty.bool(), anchor_ids=empty, anchor_mask=empty.bool())
+    ranker = SelfJudgeRanker()
+    with torch.no_grad():
+        scores = ranker.score(batch, candidates_from_texts(tokenizer, texts, "cpu"), RankingContext(task=None, model=model, tokenizer=tokenizer))
+        prompts = [DEFAULT_TEMPLATE.format(prompt=e.prompt, anchor=e.reference, candidate=t) for e, row in zip(examples, texts) for t in row]
+        ids, mask = tokenize_left_padded(tokenizer, prompts, "cpu")
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
+    yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
+    assert torch.allclose(scores.flatten(), logps[:, yes] - logps[:, no], atol=1e-5)

@@ -48,3 +48,21 @@ def test_sampling_leaves_training_mode(student, task, make_batch, tmp_path):
     model.train()
     Sampler(num_candidates=2, max_new_tokens=4).sample(model, tokenizer, make_batch(task, tmp_path, size=1))
     assert model.training
+
+
+def test_shared_prompt_log_probs_equal_the_full_forward():
+    """Reading each prompt once and sharing its KV cache over K completions changes no number."""
+    from purld.rollout.logprobs import completion_token_logps, completion_token_logps_shared_prompt
+    from purld.students.tiny import TinyLlamaStudent
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model.eval()
+    prompts = tokenizer(["12+5=", "Reference: 3+4=7\n999+1="], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    completions = tokenizer([t + tokenizer.eos_token for t in ["ab", "hello there", "x", "yyyyyy"]], padding=True,
+                            padding_side="right", add_special_tokens=False, return_tensors="pt")
+    mask = completions["attention_mask"].bool()
+    with torch.no_grad():
+        full = completion_token_logps(model, prompts["input_ids"].repeat_interleave(2, 0),
+                                      prompts["attention_mask"].bool().repeat_interleave(2, 0), completions["input_ids"], mask)
+        shared = completion_token_logps_shared_prompt(model, prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], mask)
+    assert torch.allclose(full[mask], shared[mask], atol=1e-5)
