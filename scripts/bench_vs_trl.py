@@ -125,7 +125,9 @@ def precision_context(precision: str):
 
 
 # ------------------------------------------------------------- purld: GRPO step
-def purld_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical") -> dict:
+def purld_grpo(
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: bool = False
+) -> dict:
     torch = setup_torch(threads)
     import copy
 
@@ -144,6 +146,10 @@ def purld_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precisi
     from purld.teachers.reference import ReferenceTeacher
 
     model, tokenizer = build_model(size)
+    if checkpointing:  # student.gradient_checkpointing=true, what TRL does by default
+        from purld.students.base import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     task = ArithmeticTask(num_train=NUM_PROMPTS * (steps + warmup), num_heldout=1, min_digits=3, max_digits=3, seed=0)
     rankers = {"lexical": LexicalRanker, "likelihood": LikelihoodRanker, "self_judge": SelfJudgeRanker}
     with tempfile.TemporaryDirectory() as tmp:
@@ -553,14 +559,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/vs_trl.json"))
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--ks", default="4,8,16", help="K values for the scaling rows (K=8 is the comparison)")
-    parser.add_argument("--steps", type=int, default=8, help="measured steps per row (after --warmup)")
+    parser.add_argument("--steps", type=int, default=6, help="measured steps per row (after --warmup)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--no-trl", action="store_true", help="purld and the floors only")
     parser.add_argument("--max-outside-load", type=float, default=0.25, help="cores used by other processes")
     parser.add_argument("--retries", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every row (medians reported)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every row (medians reported)")
     parser.add_argument("--quick", action="store_true", help="tiny model, K 8, 1 step, in one process: checks the harness, not the numbers")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -580,6 +586,7 @@ def main() -> None:
         specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks]
         specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
         specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
+        specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
         specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
         if not args.no_trl:
             specs += [{"kind": "trl_grpo", "size": size, "K": 8}, {"kind": "trl_dpo", "size": size}]
@@ -600,7 +607,7 @@ def main() -> None:
 
     def find(kind: str, size: str, **match: Any) -> dict[str, Any]:
         return next(r for r in rows if r["kind"] == kind and r["size"] == size and all(r.get(k) == v for k, v in match.items())
-                    and ("ranker" in match or "ranker" not in r))
+                    and all(key in match or key not in r for key in ("ranker", "checkpointing")))
 
     figures: dict[str, Any] = {}
     for size in sizes:
@@ -620,11 +627,16 @@ def main() -> None:
             figures[f"{size}_dpo_step_ratio"] = dpo["step_s"] / trl_dpo_row["step_s"]
             figures[f"{size}_grpo_rss_ratio"] = purld[8]["peak_rss_mb"] / trl_grpo_row["peak_rss_mb"]
             figures[f"{size}_dpo_rss_ratio"] = dpo["peak_rss_mb"] / trl_dpo_row["peak_rss_mb"]
+            # With student.gradient_checkpointing=true, as TRL runs by default: memory for time.
+            checkpointed = find("purld_grpo", size, K=8, checkpointing=True)
+            figures[f"{size}_grpo_step_ratio_checkpointing"] = checkpointed["step_s"] / trl_grpo_row["step_s"]
+            figures[f"{size}_grpo_rss_ratio_checkpointing"] = checkpointed["peak_rss_mb"] / trl_grpo_row["peak_rss_mb"]
 
     first = sizes[0]  # the headline figures: the tiny model
     headline = {
         name: figures.get(f"{first}_{name}")
-        for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor")
+        for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
+                     "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing")
     }
     report = {
         **headline,
@@ -657,7 +669,9 @@ def print_table(report: dict[str, Any]) -> None:
     for r in report["rows"]:
         seconds = r.get("step_s", r.get("generate_s", r.get("update_s")))
         note = f"ranker {r['ranker']}, ranking {r['ranking_fraction']:.0%}" if r.get("ranker") else ""
-        if r["kind"] == "purld_grpo" and not r.get("ranker"):
+        if r.get("checkpointing"):
+            note = "student.gradient_checkpointing=true"
+        elif r["kind"] == "purld_grpo" and not r.get("ranker"):
             note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
         if r["kind"] == "generate_floor":
             note = f"{r['tokens_per_s']:.0f} tok/s"
@@ -665,7 +679,8 @@ def print_table(report: dict[str, Any]) -> None:
                       f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)
     console = Console()
     console.print(table)
-    for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor"):
+    for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
+                 "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing"):
         value = report.get(name)
         console.print(f"{name}: {'—' if value is None else f'{value:.3f}'}")
 

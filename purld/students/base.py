@@ -22,6 +22,23 @@ class Student(ABC):
         """Whether prompts are rendered through the tokenizer's chat template."""
         return False
 
+    gradient_checkpointing: bool = False
+
+    def apply_memory_options(self, model: PreTrainedModel) -> PreTrainedModel:
+        """`student.gradient_checkpointing`: recompute activations in backward (less memory, one more forward).
+
+        Active in training mode only: rollout, ranking and the reference run in eval mode without it."""
+        if self.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model
+
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
         """The policy PU-RLD starts from after the warm start (LoRA: adapters merged, fresh ones added)."""
         return model
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x renamed it
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

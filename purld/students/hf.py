@@ -38,6 +38,7 @@ class HFStudent(Student):
         use_chat_template: str = "auto",
         revision: str | None = None,
         trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
@@ -47,6 +48,7 @@ class HFStudent(Student):
         self.tokenizer_name_or_path = tokenizer_name_or_path or model_name_or_path
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
+        self.gradient_checkpointing = gradient_checkpointing
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -67,7 +69,7 @@ class HFStudent(Student):
 
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         tokenizer = self.load_tokenizer()
-        model = self.load_model()
+        model = self.apply_memory_options(self.load_model())
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer

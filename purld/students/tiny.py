@@ -46,6 +46,7 @@ class TinyLlamaStudent(Student):
         intermediate_size: int = 512,
         max_position_embeddings: int = 256,
         seed: int = 0,
+        gradient_checkpointing: bool = False,
     ) -> None:
         self.config_kwargs = dict(
             hidden_size=hidden_size,
@@ -55,7 +56,7 @@ class TinyLlamaStudent(Student):
             intermediate_size=intermediate_size,
             max_position_embeddings=max_position_embeddings,
         )
-        self.seed = seed
+        self.seed, self.gradient_checkpointing = seed, gradient_checkpointing
 
     def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
         tokenizer = build_char_tokenizer()
@@ -71,4 +72,4 @@ class TinyLlamaStudent(Student):
             torch.manual_seed(self.seed)
             model = LlamaForCausalLM(config)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        return model, tokenizer
+        return self.apply_memory_options(model), tokenizer
