@@ -4,9 +4,10 @@
     python scripts/bench_vs_trl.py --out outputs/bench/vs_trl.json
     python scripts/bench_vs_trl.py --quick --out /tmp/vs_trl.json      # the smoke test's settings
 
-Every measurement runs in its own subprocess (so peak RSS is that work's alone)
-with the same number of torch threads, on the same random-init Llama, the same
-prompts and the same lengths:
+Every measurement runs in its own subprocess (so peak RSS is that work's alone;
+`--quick` runs them in one process to check the code paths only) with the same
+number of torch threads, on the same random-init Llama, the same prompts and the
+same lengths:
 - GRPO: 8 prompts × K completions of exactly 32 new tokens (EOS suppressed on
   both sides), β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same
   lexical (ROUGE-L to the anchor) reward, one optimisation step per rollout.
@@ -15,6 +16,9 @@ prompts and the same lengths:
   a frozen reference model. purld: PairwiseModule.dpo_step + AdamW step (the
   update purld-train runs after ranking; rollout excluded, as TRL's DPO is offline).
   TRL: DPOTrainer.
+- TRL runs with its own defaults except precision (it turns on gradient
+  checkpointing); purld is measured without it (its default) and with
+  `student.gradient_checkpointing=true`, in separate rows.
 - Floors, in the same precision: one plain batched `model.generate` of the same
   batch, and hand-written updates (one forward of policy and reference, the
   loss, backward, clip, AdamW step) — what no framework can beat by much.
