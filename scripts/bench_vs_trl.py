@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quickstart import machine_busy_seconds  # noqa: E402
+
 SIZES = {  # random-init Llama, char tokenizer (vocab 104)
     "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=688),  # 3.2 M
     "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1376),  # 25.3 M
@@ -51,13 +54,6 @@ SIZES = {  # random-init Llama, char tokenizer (vocab 104)
 NUM_PROMPTS = 8
 NEW_TOKENS = 32
 BETA_GRPO, EPSILON, BETA_DPO, LR = 0.04, 0.2, 0.1, 1e-5
-
-
-# --------------------------------------------------------------------- machine
-def machine_busy_seconds() -> float:
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------- shared
@@ -71,27 +67,10 @@ def setup_torch(threads: int, seed: int = 0):
 
 
 def build_model(size: str, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes."""
+    from purld.students.tiny import TinyLlamaStudent
 
-    from purld.students.tiny import build_char_tokenizer
-
-    tokenizer = build_char_tokenizer()
-    kwargs = SIZES[size]
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        num_key_value_heads=kwargs["num_attention_heads"],
-        max_position_embeddings=256,
-        **kwargs,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed).load()
 
 
 def arithmetic_items(count: int) -> list[tuple[str, str]]:
@@ -205,10 +184,6 @@ def purld_grpo(
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
         "ranking_fraction": split["time/ranking"] / step,
     }
-
-
-class _StepTimerBase:
-    pass
 
 
 def StepTimer():  # noqa: N802 — built lazily so the module imports without lightning
@@ -327,23 +302,28 @@ def generate_floor(size: str, K: int, steps: int, warmup: int, threads: int, pre
 
 
 def _sequence_inputs(tokenizer, prompts: list[str], completions: list[str]):
-    import torch
-
+    """Left-padded prompts and right-padded completions (EOS appended): the four tensors the log-prob functions take."""
     p = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     eos = tokenizer.eos_token
     c = tokenizer([text + eos for text in completions], padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
-    input_ids = torch.cat([p["input_ids"], c["input_ids"]], 1)
-    attention = torch.cat([p["attention_mask"], c["attention_mask"]], 1)
-    return input_ids, attention, c["input_ids"], c["attention_mask"].bool()
+    return p["input_ids"], p["attention_mask"].bool(), c["input_ids"], c["attention_mask"].bool()
 
 
-def _token_logps(model, input_ids, attention, completion_ids):
+def timed_updates(model, optimizer, loss_fn, steps: int, warmup: int, precision: str) -> float:
+    """Median wall time of `steps` (after `warmup`) updates: loss_fn() under the precision, backward, clip 1.0, AdamW."""
     import torch
 
-    T = completion_ids.shape[1]
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False, logits_to_keep=T + 1).logits[:, :-1].float()
-    return logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+    times = []
+    for _ in range(steps + warmup):
+        start = time.perf_counter()
+        with precision_context(precision):
+            loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return median_after(times, warmup)
 
 
 def grpo_update_floor(size: str, K: int, steps: int, warmup: int, threads: int, precision: str) -> dict:
@@ -351,31 +331,28 @@ def grpo_update_floor(size: str, K: int, steps: int, warmup: int, threads: int, 
     torch = setup_torch(threads)
     import copy
 
+    from purld.rollout.logprobs import completion_token_logps  # one forward, the same for every side
+
     model, tokenizer = build_model(size)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     rng = random.Random(0)
     prompts = [p for p, _ in arithmetic_items(NUM_PROMPTS) for _ in range(K)]
     completions = ["".join(rng.choice("0123456789+= ans") for _ in range(NEW_TOKENS - 1)) for _ in prompts]
-    input_ids, attention, completion_ids, mask = _sequence_inputs(tokenizer, prompts, completions)
-    advantages = torch.randn(len(prompts))
-    times = []
-    for _ in range(steps + warmup):
-        start = time.perf_counter()
-        with precision_context(precision):
-            logps = _token_logps(model, input_ids, attention, completion_ids)
-            with torch.no_grad():
-                ref_logps = _token_logps(reference, input_ids, attention, completion_ids)
+    inputs = _sequence_inputs(tokenizer, prompts, completions)
+    mask = inputs[3]
+    advantages = torch.randn(len(prompts))[:, None]
+
+    def loss() -> torch.Tensor:
+        logps = completion_token_logps(model, *inputs)
+        with torch.no_grad():
+            ref_logps = completion_token_logps(reference, *inputs)
         ratio = torch.exp(logps - logps.detach())
-        per_token = -torch.min(ratio * advantages[:, None], ratio.clamp(1 - EPSILON, 1 + EPSILON) * advantages[:, None])
+        per_token = -torch.min(ratio * advantages, ratio.clamp(1 - EPSILON, 1 + EPSILON) * advantages)
         per_token = per_token + BETA_GRPO * (torch.exp(ref_logps - logps) - (ref_logps - logps) - 1)
-        loss = (per_token * mask).sum() / mask.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return {"update_s": median_after(times, warmup)}
+        return (per_token * mask).sum() / mask.sum()
+
+    return {"update_s": timed_updates(model, optimizer, loss, steps, warmup, precision)}
 
 
 def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision: str) -> dict:
@@ -384,27 +361,24 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 
     import torch.nn.functional as F
 
+    from purld.rollout.logprobs import completion_token_logps
+
     model, tokenizer = build_model(size)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     rows = dpo_texts(NUM_PROMPTS)
     prompts = [r["prompt"] for r in rows] * 2
-    input_ids, attention, completion_ids, mask = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
-    times = []
-    for _ in range(steps + warmup):
-        start = time.perf_counter()
-        with precision_context(precision):
-            logps = (_token_logps(model, input_ids, attention, completion_ids) * mask).sum(-1)
-            with torch.no_grad():
-                ref = (_token_logps(reference, input_ids, attention, completion_ids) * mask).sum(-1)
+    inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    mask = inputs[3]
+
+    def loss() -> torch.Tensor:
+        logps = (completion_token_logps(model, *inputs) * mask).sum(-1)
+        with torch.no_grad():
+            ref = (completion_token_logps(reference, *inputs) * mask).sum(-1)
         margin = BETA_DPO * ((logps[:NUM_PROMPTS] - ref[:NUM_PROMPTS]) - (logps[NUM_PROMPTS:] - ref[NUM_PROMPTS:]))
-        loss = -F.logsigmoid(margin).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return {"step_s": median_after(times, warmup)}
+        return -F.logsigmoid(margin).mean()
+
+    return {"step_s": timed_updates(model, optimizer, loss, steps, warmup, precision)}
 
 
 # -------------------------------------------------------------- purld: DPO step
@@ -453,17 +427,8 @@ def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) 
         prompt_index=torch.arange(B), chosen_index=torch.zeros(B, dtype=torch.long),
         rejected_index=torch.ones(B, dtype=torch.long), score_margin=torch.ones(B),
     )
-    times = []
-    for _ in range(steps + warmup):
-        start = time.perf_counter()
-        with precision_context(precision):
-            loss = module.dpo_step(batch, rollout, pairs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    return {"step_s": median_after(times, warmup)}
+    step_s = timed_updates(model, optimizer, lambda: module.dpo_step(batch, rollout, pairs).loss, steps, warmup, precision)
+    return {"step_s": step_s}
 
 
 # --------------------------------------------------------------- TRL: DPO step

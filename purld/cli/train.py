@@ -195,12 +195,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     anchors_marker = output_dir / "anchors.json"
     with clock("anchors"):
-        if is_rank_zero:
-            datamodule.prepare_data()
-            write_json(anchors_marker, datamodule.fill_stats.as_dict())
-        else:
+        if not is_rank_zero:
             wait_for_anchors(anchors_marker)
-            datamodule.prepare_data()
+        datamodule.prepare_data()  # fills the cache on rank 0 only
+        if is_rank_zero:
+            write_json(anchors_marker, datamodule.fill_stats.as_dict())
         datamodule.setup("fit")
 
     def held_out_metrics() -> dict[str, float]:

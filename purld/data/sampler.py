@@ -43,27 +43,23 @@ class PromptStream(Sampler[list[int]]):
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.position = position  # how many batches the trainer has consumed (its global step)
+        self._last_permutation: tuple[int, list[int]] = (-1, [])
 
     def __len__(self) -> int:
         return self.num_items // (self.batch_size * self.world_size)
 
     def _permutation(self, number: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + number)
-        return torch.randperm(self.num_items, generator=generator).tolist()
+        if self._last_permutation[0] != number:  # drawn once per pass, not once per step
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + number)
+            self._last_permutation = (number, torch.randperm(self.num_items, generator=generator).tolist())
+        return self._last_permutation[1]
 
     def batch_at(self, step: int) -> list[int]:
         """This rank's indices for global step `step`."""
         per_step = self.batch_size * self.world_size
         first = step * per_step + self.rank
         positions = range(first, first + per_step, self.world_size)
-        permutations: dict[int, list[int]] = {}
-        indices = []
-        for position in positions:
-            number, offset = divmod(position, self.num_items)
-            if number not in permutations:
-                permutations[number] = self._permutation(number)
-            indices.append(permutations[number][offset])
-        return indices
+        return [self._permutation(position // self.num_items)[position % self.num_items] for position in positions]
 
     def __iter__(self) -> Iterator[list[int]]:
         """From the trainer's position to the end of the current pass.

@@ -47,10 +47,15 @@ def completion_token_logps(
         use_cache=False,
         logits_to_keep=num_completion_tokens + 1,
     ).logits[:, :-1]  # (N, T, V): logits at position t predict token t + 1
+    return token_logps_from_logits(logits, completion_ids, temperature)
+
+
+def token_logps_from_logits(logits: Tensor, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(logits / temperature) at `token_ids`: (N, T, V) and (N, T) → (N, T) float32."""
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    token_logits = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    token_logits = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
     return token_logits - torch.logsumexp(logits, dim=-1)
 
 
@@ -107,6 +112,4 @@ def completion_token_logps_shared_prompt(
     prompt (B, L) left-padded; completion (B·K, T) right-padded. Returns (B·K, T)."""
     T = completion_ids.shape[1]
     first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, logits_to_keep=T)
-    logits = torch.cat([first[:, None], rest[:, :-1]], dim=1).float()  # position t predicts token t
-    token_logits = logits.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
-    return token_logits - torch.logsumexp(logits, dim=-1)
+    return token_logps_from_logits(torch.cat([first[:, None], rest[:, :-1]], dim=1), completion_ids)  # position t predicts token t
