@@ -3,6 +3,7 @@
     pip install -e ".[bench]"            # TRL, as a user installs it
     python scripts/bench_vs_trl.py --out outputs/bench/vs_trl.json
     python scripts/bench_vs_trl.py --quick --out /tmp/vs_trl.json      # the smoke test's settings
+    bash scripts/gpu_bench.sh                                           # one CUDA GPU, bf16, a 0.49 B Qwen2 shape
 
 Every measurement runs in its own subprocess (so peak RSS is that work's alone;
 `--quick` runs them in one process to check the code paths only) with the same
@@ -51,8 +52,14 @@ SIZES = {  # random-init Llama, char tokenizer (vocab 104)
     "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=688),  # 3.2 M
     "small": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1376),  # 25.3 M
 }
+QWEN_SIZES = {  # random-init Qwen2, the char tokenizer padded to the vocabulary (GPU rows: scripts/gpu_bench.sh)
+    "qwen05b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                    intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6),  # 494 M
+    "qwen_test": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=128, vocab_size=1000, tie_word_embeddings=True),  # checks the path on CPU
+}
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 datasheet figures, the usual MFU denominator
 NUM_PROMPTS = 8
-NEW_TOKENS = 32
 BETA_GRPO, EPSILON, BETA_DPO, LR = 0.04, 0.2, 0.1, 1e-5
 
 
@@ -66,11 +73,57 @@ def setup_torch(threads: int, seed: int = 0):
     return torch
 
 
-def build_model(size: str, seed: int = 0):
-    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes."""
+def build_model(size: str, seed: int = 0, device: str = "cpu"):
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape."""
+    if size in QWEN_SIZES:
+        return build_qwen(size, seed, device)
     from purld.students.tiny import TinyLlamaStudent
 
-    return TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed).load()
+    model, tokenizer = TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed).load()
+    return model.to(device), tokenizer
+
+
+def build_qwen(size: str, seed: int, device: str):
+    """A random-init Qwen2 of that shape, and the char tokenizer with its vocabulary padded to the model's by
+    one-character tokens (code points from U+0100 up), so that any sampled id decodes to one character."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from purld.students.tiny import ALPHABET, SPECIAL_TOKENS
+
+    shape = QWEN_SIZES[size]
+    filler = (chr(c) for c in range(0x100, 0x110000) if not 0xD800 <= c <= 0xDFFF)
+    tokens = SPECIAL_TOKENS + ALPHABET
+    tokens += [next(filler) for _ in range(shape["vocab_size"] - len(tokens))]
+    backend = Tokenizer(models.BPE(vocab={token: index for index, token in enumerate(tokens)}, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", padding_side="left"
+    )
+    config = Qwen2Config(**shape, max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 2
+    return model, tokenizer
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU, so that host clocks time the work and not its launch."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def update_flops(num_parameters: int, num_tokens: int) -> float:
+    """Model FLOPs of one update: policy forward + backward (6·N per token) and reference forward (2·N per token)."""
+    return 8.0 * num_parameters * num_tokens
 
 
 def arithmetic_items(count: int) -> list[tuple[str, str]]:
@@ -87,11 +140,11 @@ def lexical_reward(completion: str, anchor: str) -> float:
     return rouge_l(list(completion.strip()), list(anchor.strip()))
 
 
-def dpo_texts(count: int) -> list[dict[str, str]]:
-    """Random printable strings: 31-char prompts, 31-char chosen / rejected (32 tokens with EOS)."""
+def dpo_texts(count: int, tokens: int = 32) -> list[dict[str, str]]:
+    """Random printable strings: prompts, chosen and rejected of `tokens` − 1 chars (`tokens` with EOS)."""
     rng = random.Random(0)
     letters = "abcdefghijklmnopqrstuvwxyz "
-    word = lambda: "".join(rng.choice(letters) for _ in range(31))  # noqa: E731
+    word = lambda: "".join(rng.choice(letters) for _ in range(tokens - 1))  # noqa: E731
     return [{"prompt": word(), "chosen": word(), "rejected": word()} for _ in range(count)]
 
 
@@ -99,17 +152,18 @@ def median_after(times: list[float], warmup: int) -> float:
     return statistics.median(times[warmup:])
 
 
-def precision_context(precision: str):
+def precision_context(precision: str, device: str = "cpu"):
     import contextlib
 
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    return torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 # ------------------------------------------------------------- purld: GRPO step
 def purld_grpo(
-    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: bool = False
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: bool = False,
+    device: str = "cpu", new_tokens: int = 32, cache: str | None = None,
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -128,7 +182,7 @@ def purld_grpo(
     from purld.tasks.arithmetic import ArithmeticTask
     from purld.teachers.reference import ReferenceTeacher
 
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size, device=device)
     if checkpointing:  # student.gradient_checkpointing=true, what TRL does by default
         from purld.students.base import enable_gradient_checkpointing
 
@@ -151,12 +205,12 @@ def purld_grpo(
             model=model,
             tokenizer=tokenizer,
             optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
-            sampler=Sampler(num_candidates=K, max_new_tokens=NEW_TOKENS, temperature=1.0, suppress_eos=True),
+            sampler=Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache),
             reference_model=copy.deepcopy(model),
         )
-        timer = StepTimer()
+        timer = StepTimer(device)
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator="gpu" if device == "cuda" else "cpu",
             devices=1,
             max_steps=steps + warmup,
             precision="bf16-mixed" if precision == "bf16" else "32-true",
@@ -172,21 +226,26 @@ def purld_grpo(
         )
         datamodule.prepare_data()
         datamodule.setup("fit")
+        prompt_tokens = datamodule.collate(datamodule.train_items[:NUM_PROMPTS]).prompt_ids.shape[1]
         trainer.fit(module, datamodule=datamodule)
     split = {name: median_after(values, warmup) for name, values in timer.parts.items()}
     step = median_after(timer.steps, warmup)
-    completion_tokens = NUM_PROMPTS * K * NEW_TOKENS
+    completion_tokens = NUM_PROMPTS * K * new_tokens
+    # The whole update (forward, backward, clip, optimizer): the step less what came before the loss.
+    update_total = median_after([s - timer.parts["time/rollout"][i] - timer.parts["time/ranking"][i] for i, s in enumerate(timer.steps)], warmup)
     return {
         "step_s": step,
         "rollout_s": split.get("time/rollout"),
         "ranking_s": split.get("time/ranking"),
         "update_s": split.get("time/update"),
+        "update_total_s": update_total,
+        "update_flops": update_flops(parameter_count(model), NUM_PROMPTS * K * (prompt_tokens + new_tokens)),
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
         "ranking_fraction": split["time/ranking"] / step,
     }
 
 
-def StepTimer():  # noqa: N802 — built lazily so the module imports without lightning
+def StepTimer(device: str = "cpu"):  # noqa: N802 — built lazily so the module imports without lightning
     import lightning as L
 
     class _StepTimer(L.Callback):
@@ -197,9 +256,11 @@ def StepTimer():  # noqa: N802 — built lazily so the module imports without li
             self.parts: dict[str, list[float]] = {}
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            synchronize(device)
             self._start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            synchronize(device)
             self.steps.append(time.perf_counter() - self._start)
             for name, value in module._timings.items():  # read before the module logs and clears them
                 self.parts.setdefault(name, []).append(value)
@@ -208,7 +269,7 @@ def StepTimer():  # noqa: N802 — built lazily so the module imports without li
 
 
 # --------------------------------------------------------------- TRL: GRPO step
-def trl_step_timer():
+def trl_step_timer(device: str = "cpu"):
     from transformers import TrainerCallback
 
     class _Timer(TrainerCallback):
@@ -216,33 +277,35 @@ def trl_step_timer():
             self.steps: list[float] = []
 
         def on_step_begin(self, args, state, control, **kwargs):
+            synchronize(device)
             self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize(device)
             self.steps.append(time.perf_counter() - self._start)
 
     return _Timer()
 
 
-def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
     setup_torch(threads)
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size)  # on the CPU: TRL loads it from disk onto its device
     items = arithmetic_items(NUM_PROMPTS * (steps + warmup))
     dataset = Dataset.from_list([{"prompt": prompt, "anchor": anchor} for prompt, anchor in items])
 
     def reward(completions, anchor, **_):
         return [lexical_reward(c, a) for c, a in zip(completions, anchor)]
 
-    timer = trl_step_timer()
+    timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
             output_dir=tmp,
             per_device_train_batch_size=NUM_PROMPTS * K,
             num_generations=K,
-            max_completion_length=NEW_TOKENS,
+            max_completion_length=new_tokens,
             max_steps=steps + warmup,
             learning_rate=LR,
             beta=BETA_GRPO,
@@ -256,7 +319,7 @@ def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision
             max_grad_norm=1.0,
             generation_kwargs={"suppress_tokens": [tokenizer.eos_token_id]},
             bf16=precision == "bf16",  # TRL's other defaults (gradient checkpointing) stay as a user gets them
-            use_cpu=True,
+            use_cpu=device == "cpu",
             logging_steps=1,
             report_to="none",
             save_strategy="no",
@@ -276,16 +339,22 @@ def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision
 
 
 # ----------------------------------------------------------------------- floors
-def generate_floor(size: str, K: int, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def generate_floor(
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    cache: str | None = None,
+) -> dict:
+    """One plain batched `generate` of the same batch; `cache` static: the same call with a preallocated KV cache."""
     torch = setup_torch(threads)
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size, device=device)
     model.eval()
     prompts = [prompt for prompt, _ in arithmetic_items(NUM_PROMPTS)]
-    encoded = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    encoded = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
+    cache_kwargs = {} if cache is None else {"cache_implementation": cache, "disable_compile": True}
     times = []
     for _ in range(steps + warmup):
+        synchronize(device)
         start = time.perf_counter()
-        with torch.no_grad(), precision_context(precision):
+        with torch.no_grad(), precision_context(precision, device):
             model.generate(
                 input_ids=encoded["input_ids"].repeat_interleave(K, 0),
                 attention_mask=encoded["attention_mask"].repeat_interleave(K, 0),
@@ -293,55 +362,62 @@ def generate_floor(size: str, K: int, steps: int, warmup: int, threads: int, pre
                 temperature=1.0,
                 top_k=0,
                 top_p=1.0,
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                **cache_kwargs,
             )
+        synchronize(device)
         times.append(time.perf_counter() - start)
     generate_s = median_after(times, warmup)
-    return {"generate_s": generate_s, "tokens_per_s": NUM_PROMPTS * K * NEW_TOKENS / generate_s}
+    return {"generate_s": generate_s, "tokens_per_s": NUM_PROMPTS * K * new_tokens / generate_s}
 
 
-def _sequence_inputs(tokenizer, prompts: list[str], completions: list[str]):
+def _sequence_inputs(tokenizer, prompts: list[str], completions: list[str], device: str = "cpu"):
     """Left-padded prompts and right-padded completions (EOS appended): the four tensors the log-prob functions take."""
-    p = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    p = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
     eos = tokenizer.eos_token
-    c = tokenizer([text + eos for text in completions], padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
+    c = tokenizer([text + eos for text in completions], padding=True, padding_side="right", add_special_tokens=False,
+                  return_tensors="pt").to(device)
     return p["input_ids"], p["attention_mask"].bool(), c["input_ids"], c["attention_mask"].bool()
 
 
-def timed_updates(model, optimizer, loss_fn, steps: int, warmup: int, precision: str) -> float:
+def timed_updates(model, optimizer, loss_fn, steps: int, warmup: int, precision: str, device: str = "cpu") -> float:
     """Median wall time of `steps` (after `warmup`) updates: loss_fn() under the precision, backward, clip 1.0, AdamW."""
     import torch
 
     times = []
     for _ in range(steps + warmup):
+        synchronize(device)
         start = time.perf_counter()
-        with precision_context(precision):
+        with precision_context(precision, device):
             loss = loss_fn()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return median_after(times, warmup)
 
 
-def grpo_update_floor(size: str, K: int, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def grpo_update_floor(
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32
+) -> dict:
     """One hand-written GRPO update on 8 × K full-length completions: policy + reference forward, k3 KL, clipped loss."""
     torch = setup_torch(threads)
     import copy
 
     from purld.rollout.logprobs import completion_token_logps  # one forward, the same for every side
 
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     rng = random.Random(0)
     prompts = [p for p, _ in arithmetic_items(NUM_PROMPTS) for _ in range(K)]
-    completions = ["".join(rng.choice("0123456789+= ans") for _ in range(NEW_TOKENS - 1)) for _ in prompts]
-    inputs = _sequence_inputs(tokenizer, prompts, completions)
+    completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in prompts]
+    inputs = _sequence_inputs(tokenizer, prompts, completions, device)
     mask = inputs[3]
-    advantages = torch.randn(len(prompts))[:, None]
+    advantages = torch.randn(len(prompts), device=device)[:, None]
 
     def loss() -> torch.Tensor:
         logps = completion_token_logps(model, *inputs)
@@ -352,10 +428,12 @@ def grpo_update_floor(size: str, K: int, steps: int, warmup: int, threads: int, 
         per_token = per_token + BETA_GRPO * (torch.exp(ref_logps - logps) - (ref_logps - logps) - 1)
         return (per_token * mask).sum() / mask.sum()
 
-    return {"update_s": timed_updates(model, optimizer, loss, steps, warmup, precision)}
+    update_s = timed_updates(model, optimizer, loss, steps, warmup, precision, device)
+    num_tokens = inputs[0].numel() + inputs[2].numel()
+    return {"update_s": update_s, "update_flops": update_flops(parameter_count(model), num_tokens)}
 
 
-def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
     torch = setup_torch(threads)
     import copy
 
@@ -363,12 +441,12 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 
     from purld.rollout.logprobs import completion_token_logps
 
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-    rows = dpo_texts(NUM_PROMPTS)
+    rows = dpo_texts(NUM_PROMPTS, new_tokens)
     prompts = [r["prompt"] for r in rows] * 2
-    inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+    inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], device)
     mask = inputs[3]
 
     def loss() -> torch.Tensor:
@@ -378,11 +456,12 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
         margin = BETA_DPO * ((logps[:NUM_PROMPTS] - ref[:NUM_PROMPTS]) - (logps[NUM_PROMPTS:] - ref[NUM_PROMPTS:]))
         return -F.logsigmoid(margin).mean()
 
-    return {"step_s": timed_updates(model, optimizer, loss, steps, warmup, precision)}
+    step_s = timed_updates(model, optimizer, loss, steps, warmup, precision, device)
+    return {"step_s": step_s, "update_flops": update_flops(parameter_count(model), inputs[0].numel() + inputs[2].numel())}
 
 
 # -------------------------------------------------------------- purld: DPO step
-def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
     torch = setup_torch(threads)
     import copy
 
@@ -390,16 +469,16 @@ def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) 
     from purld.objectives.dpo import DPOObjective
     from purld.types import Example, Pairs, PromptBatch, Rollout
 
-    model, tokenizer = build_model(size)
+    model, tokenizer = build_model(size, device=device)
     module = PairwiseModule(
         model=model,
         tokenizer=tokenizer,
         objective=DPOObjective(beta=BETA_DPO, loss_type="sigmoid"),
         optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
         reference_model=copy.deepcopy(model),
-    )
+    ).to(device)
     optimizer = module.configure_optimizers()
-    rows = dpo_texts(NUM_PROMPTS)
+    rows = dpo_texts(NUM_PROMPTS, new_tokens)
     prompts = tokenizer([r["prompt"] for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     answers = tokenizer(
         [text + tokenizer.eos_token for r in rows for text in (r["chosen"], r["rejected"])],
@@ -427,21 +506,35 @@ def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) 
         prompt_index=torch.arange(B), chosen_index=torch.zeros(B, dtype=torch.long),
         rejected_index=torch.ones(B, dtype=torch.long), score_margin=torch.ones(B),
     )
-    step_s = timed_updates(model, optimizer, lambda: module.dpo_step(batch, rollout, pairs).loss, steps, warmup, precision)
-    return {"step_s": step_s}
+    batch, rollout, pairs = batch.to(device), to_device(rollout, device), to_device(pairs, device)
+    step_s = timed_updates(model, optimizer, lambda: module.dpo_step(batch, rollout, pairs).loss, steps, warmup, precision, device)
+    num_tokens = 2 * prompts["input_ids"].numel() + answers["input_ids"].numel()  # chosen and rejected each see the prompt
+    return {"step_s": step_s, "update_flops": update_flops(parameter_count(model), num_tokens)}
+
+
+def to_device(record, device: str):
+    """A copy of a dataclass of tensors (Rollout, Pairs) with every tensor on `device`."""
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(record, **{
+        field.name: getattr(record, field.name).to(device)
+        for field in dataclasses.fields(record) if isinstance(getattr(record, field.name), torch.Tensor)
+    })
 
 
 # --------------------------------------------------------------- TRL: DPO step
-def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) -> dict:
+def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
     setup_torch(threads)
     import copy
 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    model, tokenizer = build_model(size)
-    dataset = Dataset.from_list(dpo_texts(NUM_PROMPTS) * (steps + warmup))
-    timer = trl_step_timer()
+    model, tokenizer = build_model(size)  # TRL's Trainer moves it to its device
+    dataset = Dataset.from_list(dpo_texts(NUM_PROMPTS, new_tokens) * (steps + warmup))
+    timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
             output_dir=tmp,
@@ -452,7 +545,7 @@ def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str) ->
             loss_type="sigmoid",
             max_grad_norm=1.0,
             bf16=precision == "bf16",
-            use_cpu=True,
+            use_cpu=device == "cpu",
             logging_steps=1,
             report_to="none",
             save_strategy="no",
@@ -483,11 +576,49 @@ def run_worker(spec: dict[str, Any]) -> None:
     warnings.filterwarnings("ignore")
     kind = spec.pop("kind")
     result = WORKERS[kind](**spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update(peak_memory())
     print("RESULT " + json.dumps(result))
 
 
+def peak_memory() -> dict[str, float]:
+    """Peak RSS of this process, and on a GPU the peak of torch's allocations there (TRL's and purld's alike)."""
+    import torch
+
+    memory = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        memory["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return memory
+
+
 # ------------------------------------------------------------------ orchestrator
+class WorkerFailed(RuntimeError):
+    """A row's subprocess exited without a result; its stderr tail is the message."""
+
+
+def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool) -> list[dict[str, Any]]:
+    """The rows of one round. On a GPU: the comparison rows and the static-KV-cache variants, no scaling rows
+    (the GPU script has a 5-minute budget)."""
+    specs: list[dict[str, Any]] = []
+    trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
+    for size in sizes:
+        if rows == "gpu":  # the most telling rows first: a run cut short keeps them (the JSON is rewritten after each row)
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "cache": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
+            specs += trl({"kind": "trl_grpo", "size": size, "K": 8})
+            specs += [{"kind": "grpo_update_floor", "size": size, "K": 8}, {"kind": "purld_dpo", "size": size}]
+            specs += trl({"kind": "trl_dpo", "size": size})
+            specs += [{"kind": "dpo_update_floor", "size": size}, {"kind": "generate_floor", "size": size, "K": 8, "cache": "static"}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8}]
+        else:
+            specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks]
+            specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
+            specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
+            specs += trl({"kind": "trl_grpo", "size": size, "K": 8}, {"kind": "trl_dpo", "size": size})
+    return specs
+
+
+VARIANT_KEYS = ("ranker", "checkpointing", "cache")  # a row with one of these is a variant, not the comparison row
 def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
 
@@ -495,8 +626,7 @@ def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_proc
     if in_process:
         spec = dict(spec)
         result = WORKERS[spec.pop("kind")](**spec)
-        return {**result, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "outside_load_cores": 0.0, "wall_s": 0.0, "attempts": 1, "under_outside_load": False}
+        return {**result, **peak_memory(), "outside_load_cores": 0.0, "wall_s": 0.0, "attempts": 1, "under_outside_load": False}
     attempts = []
     for _ in range(retries + 1):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -511,7 +641,7 @@ def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_proc
         outside = max(machine_busy_seconds() - busy - own, 0.0) / wall
         lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
         if process.returncode != 0 or not lines:
-            raise RuntimeError(f"{spec['kind']} failed (exit {process.returncode}):\n{process.stderr[-3000:]}")
+            raise WorkerFailed(f"{spec['kind']} failed (exit {process.returncode}):\n{process.stderr}")
         result = {**json.loads(lines[-1][len("RESULT ") :]), "outside_load_cores": round(outside, 3), "wall_s": round(wall, 1)}
         attempts.append(result)
         if outside <= max_outside_load:
@@ -537,103 +667,173 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every row (medians reported)")
     parser.add_argument("--quick", action="store_true", help="tiny model, K 8, 1 step, in one process: checks the harness, not the numbers")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--new-tokens", type=int, default=32, help="completion length (GRPO) and answer length (DPO)")
+    parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
+                        "`--rows gpu` on the CPU checks the GPU script's code paths")
+    parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return run_worker(json.loads(args.worker))
     if args.quick:
-        args.sizes, args.ks, args.steps, args.warmup, args.rounds = "tiny", "8", 1, 1, 1
+        args.sizes = args.sizes if args.sizes != parser.get_default("sizes") else "tiny"
+        args.ks, args.steps, args.warmup, args.rounds = "8", 1, 1, 1
     sizes = args.sizes.split(",")
     ks = sorted({int(k) for k in args.ks.split(",")} | {8})
-    common = {"steps": args.steps, "warmup": args.warmup, "threads": args.threads, "precision": args.precision}
-    rows: list[dict[str, Any]] = []
+    common = {"steps": args.steps, "warmup": args.warmup, "threads": args.threads, "precision": args.precision,
+              "device": args.device, "new_tokens": args.new_tokens}
 
     # Every row of a size is measured once per round, rounds interleaved (purld, TRL, floors, purld, …),
     # so slow drifts of a shared machine hit every side alike; a row's figures are medians over rounds.
-    specs: list[dict[str, Any]] = []
-    for size in sizes:
-        specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks]
-        specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
-        specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
-        specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
-        specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
-        if not args.no_trl:
-            specs += [{"kind": "trl_grpo", "size": size, "K": 8}, {"kind": "trl_dpo", "size": size}]
+    specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl)
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
+    errors: list[dict[str, Any]] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for round_number in range(args.rounds):
         for i, spec in enumerate(specs):
-            result = measure({**spec, **common}, args.max_outside_load, args.retries, in_process=args.quick)
+            try:
+                result = measure({**spec, **common}, args.max_outside_load, args.retries, in_process=args.quick)
+            except WorkerFailed as failure:
+                if not args.keep_going:
+                    raise
+                errors.append({**spec, "error": str(failure)[-2000:]})
+                print(f"round {round_number + 1}/{args.rounds} FAILED {json.dumps(spec)}\n{str(failure)[-3000:]}", file=sys.stderr)
+                with args.out.with_suffix(".failures.log").open("a") as log:  # the whole stderr of each failed row
+                    log.write(f"===== {json.dumps(spec)}\n{failure}\n")
+                continue
             results[i].append(result)
             print(f"round {round_number + 1}/{args.rounds} {json.dumps({**spec, **result})}", file=sys.stderr)
+            write_report(args, sizes, ks, specs, results, errors)  # a run cut short still leaves what it measured
+    report = write_report(args, sizes, ks, specs, results, errors)
+    print_table(report)
+    print(f"→ {args.out}")
+
+
+def merged_rows(specs: list[dict[str, Any]], results: dict[int, list[dict[str, Any]]], precision: str) -> list[dict[str, Any]]:
+    rows = []
     for i, spec in enumerate(specs):
         measured = results[i]
+        if not measured:
+            continue
         merged = {key: statistics.median(r[key] for r in measured) for key, value in measured[0].items() if isinstance(value, float)}
         step_key = next(k for k in ("step_s", "generate_s", "update_s") if k in merged)
         rows.append({
-            **spec, "precision": args.precision, **merged, "rounds": [r[step_key] for r in measured],
+            **spec, "precision": precision, **merged, "rounds": [r[step_key] for r in measured],
             "attempts": sum(r["attempts"] for r in measured), "under_outside_load": any(r["under_outside_load"] for r in measured),
         })
+    return rows
 
-    def find(kind: str, size: str, **match: Any) -> dict[str, Any]:
-        return next(r for r in rows if r["kind"] == kind and r["size"] == size and all(r.get(k) == v for k, v in match.items())
-                    and all(key in match or key not in r for key in ("ranker", "checkpointing")))
+
+def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int], peak_flops: float | None) -> dict[str, Any]:
+    """Ratios from the rows measured; a figure whose rows are missing (a failed row) is left out."""
+
+    def find(kind: str, size: str, **match: Any) -> dict[str, Any] | None:
+        return next((r for r in rows if r["kind"] == kind and r["size"] == size and all(r.get(k) == v for k, v in match.items())
+                     and all(key in match or key not in r for key in VARIANT_KEYS)), None)
+
+    def ratio(numerator: tuple[dict | None, str], denominator: tuple[dict | None, str]) -> float | None:
+        (a, a_key), (b, b_key) = numerator, denominator
+        if a is None or b is None or a.get(a_key) is None or b.get(b_key) is None:
+            return None
+        return a[a_key] / b[b_key]
 
     figures: dict[str, Any] = {}
     for size in sizes:
         purld = {K: find("purld_grpo", size, K=K) for K in ks}
+        static = find("purld_grpo", size, K=8, cache="static")
         generate, update = find("generate_floor", size), find("grpo_update_floor", size)
+        generate_static = find("generate_floor", size, cache="static")
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
+        trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
+        checkpointed = find("purld_grpo", size, K=8, checkpointing=True)  # as TRL runs by default: memory for time
+        floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
+        memory = "peak_gpu_mb" if any("peak_gpu_mb" in r for r in rows) else "peak_rss_mb"
+        values = {
+            "grpo_step_ratio": ratio((purld[8], "step_s"), (trl_grpo_row, "step_s")),
+            "dpo_step_ratio": ratio((dpo, "step_s"), (trl_dpo_row, "step_s")),
+            "grpo_rss_ratio": ratio((purld[8], "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "dpo_rss_ratio": ratio((dpo, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
+            "grpo_step_vs_floor": ratio((purld[8], "step_s"), (floor, "step_s")),
+            "dpo_step_vs_floor": ratio((dpo, "step_s"), (dpo_floor, "step_s")),
+            "rollout_vs_generate_floor": ratio((purld[8], "rollout_tokens_per_s"), (generate, "tokens_per_s")),
+            "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            # The static-KV-cache rows (GPU): purld's rollout with rollout.cache_implementation=static.
+            "grpo_step_ratio_static_cache": ratio((static, "step_s"), (trl_grpo_row, "step_s")),
+            "rollout_vs_generate_floor_static_cache": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
+            "generate_static_vs_dynamic": ratio((generate_static, "tokens_per_s"), (generate, "tokens_per_s")),
+        }
+        if memory == "peak_gpu_mb":
+            values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
+            values["grpo_gpu_memory_ratio_static_cache"] = ratio((static, memory), (trl_grpo_row, memory))
+            values["dpo_gpu_memory_ratio"] = ratio((dpo, memory), (trl_dpo_row, memory))
+        if peak_flops:  # model-FLOPs utilisation of the updates
+            for name, row, seconds in (("grpo_update_mfu", purld[8], "update_total_s"), ("grpo_update_mfu_static_cache", static, "update_total_s"),
+                                       ("grpo_update_floor_mfu", update, "update_s"), ("dpo_update_mfu", dpo, "step_s"),
+                                       ("dpo_update_floor_mfu", dpo_floor, "step_s")):
+                if row is not None and row.get("update_flops") and row.get(seconds):
+                    values[name] = row["update_flops"] / row[seconds] / peak_flops
         for ranker in ("likelihood", "self_judge"):
-            figures[f"{size}_ranking_fraction_{ranker}"] = find("purld_grpo", size, K=8, ranker=ranker)["ranking_fraction"]
-        figures[f"{size}_grpo_step_vs_floor"] = purld[8]["step_s"] / (generate["generate_s"] + update["update_s"])
-        figures[f"{size}_dpo_step_vs_floor"] = dpo["step_s"] / dpo_floor["step_s"]
-        figures[f"{size}_rollout_vs_generate_floor"] = purld[8]["rollout_tokens_per_s"] / generate["tokens_per_s"]
-        figures[f"{size}_grpo_step_by_K"] = {K: purld[K]["step_s"] for K in ks}
-        figures[f"{size}_grpo_step_per_K_vs_K{ks[0]}"] = {K: (purld[K]["step_s"] / K) / (purld[ks[0]]["step_s"] / ks[0]) for K in ks}
-        if not args.no_trl:
-            trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
-            figures[f"{size}_grpo_step_ratio"] = purld[8]["step_s"] / trl_grpo_row["step_s"]
-            figures[f"{size}_dpo_step_ratio"] = dpo["step_s"] / trl_dpo_row["step_s"]
-            figures[f"{size}_grpo_rss_ratio"] = purld[8]["peak_rss_mb"] / trl_grpo_row["peak_rss_mb"]
-            figures[f"{size}_dpo_rss_ratio"] = dpo["peak_rss_mb"] / trl_dpo_row["peak_rss_mb"]
-            # With student.gradient_checkpointing=true, as TRL runs by default: memory for time.
-            checkpointed = find("purld_grpo", size, K=8, checkpointing=True)
-            figures[f"{size}_grpo_step_ratio_checkpointing"] = checkpointed["step_s"] / trl_grpo_row["step_s"]
-            figures[f"{size}_grpo_rss_ratio_checkpointing"] = checkpointed["peak_rss_mb"] / trl_grpo_row["peak_rss_mb"]
+            values[f"ranking_fraction_{ranker}"] = ratio((find("purld_grpo", size, K=8, ranker=ranker), "ranking_fraction"), ({"one": 1.0}, "one"))
+        if all(purld[K] for K in ks) and len(ks) > 1:
+            values["grpo_step_by_K"] = {K: purld[K]["step_s"] for K in ks}
+            values[f"grpo_step_per_K_vs_K{ks[0]}"] = {K: (purld[K]["step_s"] / K) / (purld[ks[0]]["step_s"] / ks[0]) for K in ks}
+        figures.update({f"{size}_{name}": value for name, value in values.items() if value is not None})
+    return figures
 
-    first = sizes[0]  # the headline figures: the tiny model
-    headline = {
-        name: figures.get(f"{first}_{name}")
-        for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
-                     "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing")
+
+HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
+            "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
+            "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",
+            "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_cache", "dpo_gpu_memory_ratio",
+            "grpo_update_mfu", "grpo_update_mfu_static_cache", "grpo_update_floor_mfu", "dpo_update_mfu", "dpo_update_floor_mfu")
+
+
+def machine_description(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
+    return {
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "device": args.device,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "trl": None if args.no_trl else __import__("trl").__version__,
+        "transformers": __import__("transformers").__version__,
     }
+
+
+def write_report(args, sizes, ks, specs, results, errors) -> dict[str, Any]:
+    rows = merged_rows(specs, results, args.precision)
+    machine = machine_description(args)
+    peak_flops = next((flops for name, flops in PEAK_BF16_FLOPS.items() if machine["gpu"] and name in machine["gpu"]), None)
+    figures = compute_figures(rows, sizes, ks, peak_flops if args.precision == "bf16" else None)
+    first = sizes[0]  # the headline figures: the first size (tiny on the CPU)
     report = {
-        **headline,
+        **{name: figures.get(f"{first}_{name}") for name in HEADLINE},
         "figures": figures,
         "rows": rows,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "python": platform.python_version(),
-            "torch": __import__("torch").__version__,
-            "trl": None if args.no_trl else __import__("trl").__version__,
-            "transformers": __import__("transformers").__version__,
-        },
+        "failed_rows": errors,
+        "machine": {**machine, "peak_bf16_flops": peak_flops},
         "command": " ".join(["python", "scripts/bench_vs_trl.py", *sys.argv[1:]]),
         "any_under_outside_load": any(r["under_outside_load"] for r in rows),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print_table(report)
-    print(f"→ {args.out}")
+    return report
 
 
 def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"purld vs TRL · {report['machine']['threads']} threads · torch {report['machine']['torch']} · trl {report['machine']['trl']}")
-    for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "outside load", "note"):
+    machine = report["machine"]
+    where = machine["gpu"] or f"{machine['threads']} threads"
+    table = Table(title=f"purld vs TRL · {where} · torch {machine['torch']} · trl {machine['trl']}")
+    for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "peak GPU MB", "outside load", "note"):
         table.add_column(column)
     for r in report["rows"]:
         seconds = r.get("step_s", r.get("generate_s", r.get("update_s")))
@@ -644,14 +844,19 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
         if r["kind"] == "generate_floor":
             note = f"{r['tokens_per_s']:.0f} tok/s"
-        table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}",
+        if r.get("cache"):
+            note = f"{r['cache']} KV cache; " + note
+        gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
+        table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}", gpu_mb,
                       f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)
-    console = Console()
+    console = Console(width=200)
     console.print(table)
-    for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
-                 "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing"):
+    for name in HEADLINE:
         value = report.get(name)
-        console.print(f"{name}: {'—' if value is None else f'{value:.3f}'}")
+        if value is not None:
+            console.print(f"{name}: {value:.3f}")
+    for failure in report["failed_rows"]:
+        console.print(f"FAILED {failure['kind']} {failure['size']}: {failure['error'].splitlines()[-1] if failure['error'] else ''}")
 
 
 if __name__ == "__main__":

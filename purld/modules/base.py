@@ -64,8 +64,12 @@ class PolicyModule(L.LightningModule):
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
+        # CUDA runs asynchronously: without a sync a stage's kernels would be billed to the next stage.
+        synchronize = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        synchronize()
         start = time.perf_counter()
         yield
+        synchronize()
         self._timings[f"time/{stage}"] = time.perf_counter() - start
 
     def pop_timings(self) -> dict[str, float]:

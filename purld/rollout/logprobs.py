@@ -39,15 +39,88 @@ def completion_token_logps(
     """
     input_ids, attention_mask = stack_prompt_and_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    num_completion_tokens = completion_ids.shape[1]
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask.long(),
-        position_ids=position_ids,
-        use_cache=False,
-        logits_to_keep=num_completion_tokens + 1,
-    ).logits[:, :-1]  # (N, T, V): logits at position t predict token t + 1
+    N, T = completion_ids.shape
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False}
+    output_head = plain_output_head(model)
+    if output_head is not None and N * T * output_head.out_features > CHUNKED_LOGITS_ABOVE:
+        # The (N, T, V) logits would dominate memory (a 150 k vocabulary: 10 GB at N·T = 16 k): read the last hidden
+        # states instead (logits_to_keep=1 computes one position's logits) and project them chunk by chunk.
+        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -(T + 1) : -1]
+        return chunked_token_logps(hidden, output_head.weight, completion_ids, temperature)
+    logits = model(**inputs, logits_to_keep=T + 1).logits[:, :-1]  # (N, T, V): logits at position t predict token t + 1
     return token_logps_from_logits(logits, completion_ids, temperature)
+
+
+CHUNKED_LOGITS_ABOVE = 2**26  # logits (64 M: 256 MB in float32) above which the output head runs chunk by chunk
+CHUNK_ELEMENTS = 2**27  # logits per chunk (512 MB in float32)
+
+
+def plain_output_head(model: PreTrainedModel) -> torch.nn.Linear | None:
+    """The output projection when logits are exactly `hidden @ weight.T` (no bias, scale or soft-capping), else None."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    config = getattr(model, "config", None)
+    scaled = any(getattr(config, name, None) not in (None, 1.0) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    if type(head) is not torch.nn.Linear or head.bias is not None or scaled:
+        return None
+    return head
+
+
+def chunked_token_logps(hidden: Tensor, weight: Tensor, token_ids: Tensor, temperature: float = 1.0) -> Tensor:
+    """log softmax(hidden @ weightᵀ / temperature)[token_ids] without keeping the logits.
+
+    hidden (N, T, H), weight (V, H), token_ids (N, T) → (N, T) float32. Forward and backward run over row chunks of
+    `CHUNK_ELEMENTS` logits; backward recomputes each chunk's logits (one extra output-head matmul) instead of
+    storing all of them. Under autocast the matmuls run in the autocast dtype, as the model's own head would.
+    """
+    N, T, H = hidden.shape
+    return _ChunkedTokenLogps.apply(hidden.reshape(N * T, H), weight, token_ids.reshape(N * T), temperature).reshape(N, T)
+
+
+class _ChunkedTokenLogps(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, token_ids: Tensor, temperature: float) -> Tensor:
+        device_type = hidden.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+        h, w = hidden.to(dtype), weight.to(dtype)
+        rows = max(1, CHUNK_ELEMENTS // w.shape[0])
+        token_logps = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        logsumexp = torch.empty_like(token_logps)
+        with torch.autocast(device_type, enabled=False):
+            for start in range(0, h.shape[0], rows):
+                chunk = slice(start, start + rows)
+                logits = (h[chunk] @ w.T).float() / temperature
+                logsumexp[chunk] = torch.logsumexp(logits, dim=-1)
+                token_logps[chunk] = logits.gather(-1, token_ids[chunk, None]).squeeze(-1) - logsumexp[chunk]
+        ctx.save_for_backward(h, w, token_ids, logsumexp)
+        ctx.temperature, ctx.rows, ctx.dtypes = temperature, rows, (hidden.dtype, weight.dtype)
+        return token_logps
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        h, w, token_ids, logsumexp = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(h) if need_hidden else None
+        grad_weight = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_weight else None
+        with torch.autocast(h.device.type, enabled=False):
+            for start in range(0, h.shape[0], ctx.rows):
+                chunk = slice(start, start + ctx.rows)
+                logits = (h[chunk] @ w.T).float() / ctx.temperature
+                # d/dlogits of (logit_y − logsumexp) / τ-scaled logits: (onehot(y) − softmax) / τ, times the incoming grad.
+                g = grad_output[chunk, None].float()
+                grad_logits = (logits - logsumexp[chunk, None]).exp_().mul_(-g)
+                grad_logits.scatter_add_(-1, token_ids[chunk, None], g)
+                grad_logits = (grad_logits / ctx.temperature).to(h.dtype)
+                if need_hidden:
+                    grad_hidden[chunk] = grad_logits @ w
+                if need_weight:
+                    grad_weight += (grad_logits.T @ h[chunk]).float()
+        hidden_dtype, weight_dtype = ctx.dtypes
+        return (
+            grad_hidden.to(hidden_dtype) if need_hidden else None,
+            grad_weight.to(weight_dtype) if need_weight else None,
+            None,
+            None,
+        )
 
 
 def token_logps_from_logits(logits: Tensor, token_ids: Tensor, temperature: float = 1.0) -> Tensor:

@@ -106,11 +106,22 @@ class Sampler:
         max_new_tokens: int = 32,
         temperature: float = 1.0,
         suppress_eos: bool = False,
+        cache_implementation: str | None = None,
     ) -> None:
         self.num_candidates = num_candidates
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.suppress_eos = suppress_eos  # benchmarks: every completion gets the full length
+        self.cache_implementation = cache_implementation  # None: transformers' dynamic cache
+
+    def cache_kwargs(self) -> dict:
+        """`generate` arguments for the KV cache: a preallocated `static` cache avoids re-growing it every step.
+
+        transformers would torch.compile the forward for a static cache on CUDA; that path failed with CUDA
+        graphs on transformers 5.17 (issue 5), so purld keeps the static cache eager."""
+        if self.cache_implementation is None:
+            return {}
+        return {"cache_implementation": self.cache_implementation, "disable_compile": True}
 
     def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> Rollout:
         B, K = len(batch), self.num_candidates
@@ -126,6 +137,7 @@ class Sampler:
             top_p=1.0,
             num_return_sequences=K,
             logits_processor=LogitsProcessorList([recorder]),
+            **self.cache_kwargs(),
         )  # (B·K, T)
         token_logps = recorder.finish(completion_ids[:, -1])
         completion_mask, is_truncated = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from purld.rollout import Sampler, completion_token_logps
@@ -11,12 +12,13 @@ def test_mask_up_to_and_including_first_eos():
     assert truncated.tolist() == [False, True]
 
 
-def test_sample_shapes_and_logps_match_a_forward_pass(student, task, make_batch, tmp_path):
-    """The recorded sampling log-probs are π_old: a training forward pass must reproduce them."""
+@pytest.mark.parametrize("cache_implementation", [None, "static"])
+def test_sample_shapes_and_logps_match_a_forward_pass(student, task, make_batch, tmp_path, cache_implementation):
+    """The recorded sampling log-probs are π_old: a training forward pass must reproduce them, whatever the KV cache."""
     model, tokenizer = student
     batch = make_batch(task, tmp_path, size=3)
     torch.manual_seed(0)
-    sampler = Sampler(num_candidates=4, max_new_tokens=12, temperature=0.7)
+    sampler = Sampler(num_candidates=4, max_new_tokens=12, temperature=0.7, cache_implementation=cache_implementation)
     rollout = sampler.sample(model, tokenizer, batch)
     B, K, T = rollout.completion_ids.shape
     assert (B, K) == (3, 4) and T <= 12
@@ -66,3 +68,41 @@ def test_shared_prompt_log_probs_equal_the_full_forward():
                                       prompts["attention_mask"].bool().repeat_interleave(2, 0), completions["input_ids"], mask)
         shared = completion_token_logps_shared_prompt(model, prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], mask)
     assert torch.allclose(full[mask], shared[mask], atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_output_head_matches_full_logits(student, monkeypatch, temperature):
+    """Above the size threshold the head runs chunk by chunk: same log-probs, same gradients."""
+    import purld.rollout.logprobs as logprobs
+
+    model, _ = student
+    torch.manual_seed(0)
+    prompt_ids, completion_ids = torch.randint(4, 90, (3, 5)), torch.randint(4, 90, (3, 6))
+    prompt_mask = torch.ones_like(prompt_ids, dtype=torch.bool)
+    prompt_mask[0, :2] = False  # left padding
+    completion_mask = torch.ones_like(completion_ids, dtype=torch.bool)
+    completion_mask[1, 4:] = False  # right padding
+    inputs = (prompt_ids, prompt_mask, completion_ids, completion_mask)
+
+    def logps_and_grads():
+        model.zero_grad()
+        logps = completion_token_logps(model, *inputs, temperature=temperature)
+        (logps * completion_mask).sum().backward()
+        return logps.detach(), [p.grad.clone() for p in model.parameters()]
+
+    full, full_grads = logps_and_grads()
+    monkeypatch.setattr(logprobs, "CHUNKED_LOGITS_ABOVE", 0)
+    monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 7 * model.config.vocab_size)  # 7 rows a chunk: several chunks
+    chunked, chunked_grads = logps_and_grads()
+    assert ((chunked - full) * completion_mask).abs().max() < 1e-5
+    for a, b in zip(chunked_grads, full_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_output_head_with_scaled_logits_keeps_the_full_path(student, monkeypatch):
+    from purld.rollout.logprobs import plain_output_head
+
+    model, _ = student
+    assert plain_output_head(model) is model.get_output_embeddings()
+    monkeypatch.setattr(model.config, "final_logit_softcapping", 30.0, raising=False)
+    assert plain_output_head(model) is None

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# scripts/bench_vs_trl.py on one CUDA GPU (issue 5): bf16 autocast on both sides, a random-init Qwen2-shaped
+# 0.49 B model, GRPO with 8 prompts × K 8 × 256 new tokens, DPO with 8 pairs of 256 + 256 tokens, TRL beside purld.
+#
+#   pip install -e ".[bench]"          # purld + TRL on a machine with a CUDA build of torch
+#   bash scripts/gpu_bench.sh [OUT.json]
+#
+# One round, 1 warm-up + 2 measured steps per row: it must fit in 5 minutes of device time. Rows beyond the
+# CPU harness: purld with rollout.cache_implementation=static, and plain `generate` with the static cache.
+# Each row runs in its own process (its peak GPU memory is its own); a failed row is recorded, the rest go on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-outputs/bench/gpu.json}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
+python3 -c "import torch, transformers, trl, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'lightning', lightning.__version__)"
+time python3 scripts/bench_vs_trl.py --device cuda --precision bf16 --sizes qwen05b --new-tokens 256 \
+  --steps 2 --warmup 1 --rounds 1 --threads 8 --retries 0 --max-outside-load 16 --keep-going --out "$out"
