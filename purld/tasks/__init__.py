@@ -4,5 +4,6 @@ from purld.tasks.arithmetic import ArithmeticTask
 from purld.tasks.base import Task
 from purld.tasks.gsm8k import GSM8KTask
 from purld.tasks.jsonl import JsonlTask
+from purld.tasks.sorting import SortTask
 
-__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "Task"]
+__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "SortTask", "Task"]
