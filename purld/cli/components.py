@@ -41,6 +41,7 @@ class Components:
     objective: Objective
     sampler: Sampler
     anchor_cache: AnchorCache
+    judge: Ranker  # scores held-out answers against the anchor for win_rate: eval.judge, else the ranker
 
 
 def build_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -61,7 +62,13 @@ def build_components(cfg: DictConfig) -> Components:
         objective=build_group(cfg, "loss"),
         sampler=build_group(cfg, "rollout"),
         anchor_cache=AnchorCache(cfg.anchors.cache_path),
+        judge=None,
     )
+    judge = cfg.eval.get("judge")
+    try:
+        components.judge = instantiate(judge) if judge else components.ranker
+    except InstantiationException as error:
+        raise ConfigError(f"eval.judge: {error.__cause__ or error}") from None
     if type(components.ranker).__name__ == "VerifierRanker" and type(components.task).extract_answer is Task.extract_answer:
         raise ConfigError(f"ranker=verifier needs a task that extracts final answers; task {components.task.name!r} does not")
     return components

@@ -38,7 +38,7 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
     datamodule.prepare_data()
     datamodule.setup("validate")
-    metrics = evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.ranker, cfg.eval.max_new_tokens)
+    metrics = evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens)
     result = {
         "checkpoint": cfg.checkpoint,
         "choices": key_choices(cfg),

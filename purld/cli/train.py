@@ -138,6 +138,7 @@ def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("trai
         splits=splits,
         use_chat_template=parts.student.chat_template_enabled(tokenizer),
         seed=cfg.seed,
+        eval_ranker=parts.judge,
     )
 
 
@@ -203,7 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
 
     def held_out_metrics() -> dict[str, float]:
-        return evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.ranker, cfg.eval.max_new_tokens)
+        return evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens)
 
     warm_module = None
     if cfg.warmstart.sft_steps > 0:
@@ -231,7 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # The reference is the policy as PU-RLD starts: after the warm start, frozen. A LoRA
     # student needs no copy: its adapters are disabled to compute reference log-probs.
     is_lora = has_adapters(model)
-    reference = copy.deepcopy(model) if parts.objective.needs_reference and not is_lora else None
+    needs_reference = parts.objective.needs_reference or getattr(parts.ranker, "judge_model", "policy") == "reference"
+    reference = copy.deepcopy(model) if needs_reference and not is_lora else None
     module = module_for(
         parts.objective,
         model=model,

@@ -42,9 +42,11 @@ class AnchorDataModule(L.LightningDataModule):
         use_chat_template: bool = False,
         progress: bool = True,
         seed: int = 0,
+        eval_ranker: Ranker | None = None,
     ) -> None:
         super().__init__()
         self.task, self.teacher, self.anchor_cache, self.ranker = task, teacher, anchor_cache, ranker
+        self.eval_ranker = eval_ranker or ranker  # the held-out win rate's judge (eval.judge); the training ranker by default
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_eval_prompts = num_eval_prompts
@@ -154,10 +156,11 @@ class AnchorDataModule(L.LightningDataModule):
         return batch.to(device)
 
     def rank(
-        self, batch: PromptBatch, candidates: Candidates, model: PreTrainedModel | None = None
+        self, batch: PromptBatch, candidates: Candidates, model: PreTrainedModel | None = None, model_is_sampler: bool = True
     ) -> torch.Tensor:
         """Scores (B, K) of the candidates relative to each prompt's anchor."""
-        return self.ranker(batch, candidates, RankingContext(task=self.task, model=model, tokenizer=self.tokenizer))
+        context = RankingContext(task=self.task, model=model, tokenizer=self.tokenizer, model_is_sampler=model_is_sampler)
+        return self.ranker(batch, candidates, context)
 
     def oracle_diagnostics(
         self, batch: PromptBatch, candidates: Candidates, scores: torch.Tensor, label_distribution: torch.Tensor | None

@@ -90,6 +90,18 @@ class PolicyModule(L.LightningModule):
         with self.policy.disable_adapter():
             return completion_token_logps(self.policy, *inputs, temperature=temperature)
 
+    def rank(self, batch: PromptBatch, rollout) -> Tensor:
+        """Scores (B, K). Self-rankers read the current policy, or with `ranker.judge_model=reference` the frozen
+        reference (the LoRA policy with its adapters disabled): a judge that the policy cannot move."""
+        if getattr(self.datamodule.ranker, "judge_model", "policy") == "policy":
+            return self.datamodule.rank(batch, rollout, self.policy)
+        if self.reference is not None:
+            return self.datamodule.rank(batch, rollout, self.reference, model_is_sampler=False)
+        if not has_adapters(self.policy):
+            raise RuntimeError("ranker.judge_model=reference needs a reference policy: pass reference_model or use a LoRA student")
+        with self.policy.disable_adapter():
+            return self.datamodule.rank(batch, rollout, self.policy, model_is_sampler=False)
+
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         # sync_dist: under DDP every logged value is the mean over ranks.
         for name, value in metrics.items():
@@ -126,7 +138,7 @@ class PolicyModule(L.LightningModule):
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         dm = self.datamodule
-        self._validation.add(evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.ranker, self.eval_max_new_tokens))
+        self._validation.add(evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.eval_ranker, self.eval_max_new_tokens))
 
     def on_validation_epoch_end(self) -> None:
         means = self._validation.means()

@@ -20,7 +20,7 @@ class GroupModule(PolicyModule):
         with self.timed("rollout"):
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
         with self.timed("ranking"):
-            scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
+            scores = self.rank(batch, rollout)  # (B, K)
             targets = self.objective.preferences(scores)
         self.last_samples = StepSamples(batch, rollout, scores, rewards=targets.rewards)
         with self.timed("update"):

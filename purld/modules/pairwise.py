@@ -32,7 +32,7 @@ class PairwiseModule(PolicyModule):
         with self.timed("rollout"):
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
         with self.timed("ranking"):
-            scores = self.datamodule.rank(batch, rollout, self.policy)  # (B, K)
+            scores = self.rank(batch, rollout)  # (B, K)
             pairs = self.objective.preferences(scores)
         self.last_samples = StepSamples(batch, rollout, scores, pairs=pairs)
         metrics = {

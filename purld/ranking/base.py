@@ -3,8 +3,10 @@
 A ranker sees prompts, anchors and candidates — never the loss, the optimizer
 or (except `oracle`) the ground truth — and returns one float score per
 candidate, higher is better, computed without grad in O(K) batched work per
-prompt. Self-rankers (`likelihood`, `self_judge`) use the current student from
-the context.
+prompt. Self-rankers (`likelihood`, `self_judge`) use the model in the context:
+the current student (`judge_model: policy`, the paper's self-ranking), or the
+frozen reference (`judge_model: reference`), a judge that does not move with the
+policy it judges.
 """
 
 from __future__ import annotations
@@ -20,16 +22,21 @@ from purld.tasks.base import Task
 from purld.types import Candidates, PromptBatch
 
 
+JUDGE_MODELS = ("policy", "reference")
+
+
 @dataclass(frozen=True)
 class RankingContext:
     task: Task
-    model: PreTrainedModel | None = None  # the current student, for self-rankers
+    model: PreTrainedModel | None = None  # for self-rankers: the current student, or the frozen reference
     tokenizer: PreTrainedTokenizerBase | None = None
+    model_is_sampler: bool = True  # the model is the one that sampled the candidates (its recorded log-probs apply)
 
 
 class Ranker(ABC):
     name: str = "ranker"
     uses_ground_truth: bool = False  # True only for `oracle`: refused as a PU-RLD training signal
+    judge_model: str = "policy"  # self-rankers: which model reads the candidates (JUDGE_MODELS)
 
     @abstractmethod
     def score(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:
@@ -42,6 +49,12 @@ class Ranker(ABC):
         if tuple(scores.shape) != expected:
             raise RuntimeError(f"ranker {self.name!r} returned scores of shape {tuple(scores.shape)}, expected {expected}")
         return scores.float()
+
+
+def checked_judge_model(name: str, judge_model: str) -> str:
+    if judge_model not in JUDGE_MODELS:
+        raise ValueError(f"ranker.judge_model={judge_model!r} ({name}): allowed values are {', '.join(JUDGE_MODELS)}")
+    return judge_model
 
 
 def scores_from_lists(values: list[list[float]], like: Tensor) -> Tensor:

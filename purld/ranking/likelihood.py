@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from purld.ranking.base import Ranker, RankingContext
+from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.rollout.logprobs import completion_token_logps_shared_prompt
 from purld.types import Candidates, PromptBatch, Rollout
 
@@ -25,8 +25,9 @@ def tokenize_left_padded(tokenizer, texts: list[str], device) -> tuple[Tensor, T
 class LikelihoodRanker(Ranker):
     name = "likelihood"
 
-    def __init__(self, anchor_template: str = "Reference: {anchor}\n{prompt}") -> None:
+    def __init__(self, anchor_template: str = "Reference: {anchor}\n{prompt}", judge_model: str = "policy") -> None:
         self.anchor_template = anchor_template
+        self.judge_model = checked_judge_model(self.name, judge_model)
 
     def score(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:
         model, tokenizer = context.model, context.tokenizer
@@ -41,7 +42,7 @@ class LikelihoodRanker(Ranker):
         model.eval()
         try:
             conditioned = completion_token_logps_shared_prompt(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
-            if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0:
+            if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0 and context.model_is_sampler:
                 # The sampler recorded exactly ℓ_θ(y_k | x) at temperature 1, from these weights: no second pass.
                 unconditioned = candidates.sampling_token_logps.reshape(B * K, T)
             else:

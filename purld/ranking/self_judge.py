@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from purld.ranking.base import Ranker, RankingContext
+from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.ranking.likelihood import tokenize_left_padded
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.types import Candidates, PromptBatch
@@ -24,8 +24,11 @@ DEFAULT_TEMPLATE = "Question: {prompt}\nReference answer: {anchor}\nCandidate an
 class SelfJudgeRanker(Ranker):
     name = "self_judge"
 
-    def __init__(self, template: str = DEFAULT_TEMPLATE, yes_token: str = "Yes", no_token: str = "No") -> None:
+    def __init__(
+        self, template: str = DEFAULT_TEMPLATE, yes_token: str = "Yes", no_token: str = "No", judge_model: str = "policy"
+    ) -> None:
         self.template, self.yes_token, self.no_token = template, yes_token, no_token
+        self.judge_model = checked_judge_model(self.name, judge_model)
 
     def _first_token_id(self, tokenizer, text: str) -> int:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]

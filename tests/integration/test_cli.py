@@ -72,6 +72,14 @@ def test_two_steps_of_each_loss(loss, tmp_path, cache):
         assert "train/rewards/margins" in metrics or "pref/num_pairs" in metrics
 
 
+def test_a_frozen_judge_gets_a_reference_copy_even_without_kl(tmp_path, cache):
+    """ranker.judge_model=reference: the likelihood ranker reads the frozen warm start, so a reference exists at β = 0."""
+    run_dir = tmp_path / "run"
+    run("train", "ranker=likelihood", "ranker.judge_model=reference", "loss.beta=0.0", *SMALL, cache, f"hydra.run.dir={run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reference"] == "copy" and summary["global_step"] == 2
+
+
 def test_second_run_makes_zero_teacher_calls_and_eval_reads_the_run(tmp_path, cache):
     first, second = tmp_path / "first", tmp_path / "second"
     run("anchors", *SMALL, cache, f"hydra.run.dir={first}")

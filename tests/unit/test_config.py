@@ -112,3 +112,16 @@ def test_invalid_values_name_the_key(override, message):
 
 def test_oracle_is_allowed_as_a_declared_baseline():
     check_config(compose_with("ranker=oracle", "ranker.baseline=true"))
+
+
+def test_eval_judge_defaults_to_the_ranker_and_can_be_fixed(tmp_path):
+    from purld.cli.components import build_components
+    from purld.ranking import LexicalRanker, LikelihoodRanker
+
+    cache = f"anchors.cache_path={tmp_path / 'cache.sqlite'}"
+    parts = build_components(compose_with("ranker=likelihood", cache))
+    assert parts.judge is parts.ranker
+    parts = build_components(compose_with("ranker=likelihood", cache, "eval.judge={_target_:purld.ranking.LexicalRanker}"))
+    assert isinstance(parts.ranker, LikelihoodRanker) and isinstance(parts.judge, LexicalRanker)
+    with pytest.raises(ConfigError, match="eval.judge"):
+        build_components(compose_with(cache, "eval.judge={_target_:purld.ranking.NoSuchRanker}"))

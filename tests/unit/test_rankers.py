@@ -127,3 +127,26 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
         logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
     yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
     assert torch.allclose(scores.flatten(), logps[:, yes] - logps[:, no], atol=1e-5)
+
+
+def test_likelihood_under_another_judge_ignores_the_samplers_log_probs(scored):
+    """With `judge_model=reference` the sampler's recorded log-probs come from another model: never reused."""
+    import dataclasses
+
+    from purld.types import Rollout
+
+    batch, candidates, context, _ = scored
+    exact = LikelihoodRanker()(batch, candidates, context)  # plain Candidates: both terms computed
+    wrong_logps = Rollout(**{f.name: getattr(candidates, f.name) for f in dataclasses.fields(candidates)},
+                          sampling_token_logps=torch.zeros(candidates.completion_ids.shape), is_truncated=torch.zeros(2, 4, dtype=torch.bool),
+                          sampling_temperature=1.0)
+    judge = dataclasses.replace(context, model_is_sampler=False)
+    assert torch.allclose(LikelihoodRanker(judge_model="reference")(batch, wrong_logps, judge), exact, atol=1e-5)
+    assert not torch.allclose(LikelihoodRanker()(batch, wrong_logps, context), exact, atol=1e-3)  # reused, as it should when sampled
+
+
+def test_judge_model_is_checked():
+    with pytest.raises(ValueError, match="ranker.judge_model"):
+        LikelihoodRanker(judge_model="teacher")
+    with pytest.raises(ValueError, match="ranker.judge_model"):
+        SelfJudgeRanker(judge_model="student")
