@@ -169,8 +169,10 @@ def diagnostics(run_dir: Path) -> dict[str, float]:
 
 
 def accuracy_curve(run_dir: Path, before: float | None) -> list[tuple[int, float]]:
+    """(optimizer steps done, held-out accuracy). Lightning logs a validation run with the index of the batch that
+    triggered it, one less than the steps done."""
     points = read_curves(run_dir / "logs" / "purld" / "metrics.csv", ("eval/accuracy",)).get("eval/accuracy", [])
-    return ([(0, before)] if before is not None else []) + points
+    return ([(0, before)] if before is not None else []) + [(step + 1, value) for step, value in points]
 
 
 def seed_result(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
