@@ -287,6 +287,15 @@ def trl_step_timer(device: str = "cpu"):
     return _Timer()
 
 
+def trl_common_args(output_dir: str, precision: str, device: str) -> dict[str, Any]:
+    """What both TRL trainers get beyond their own options: precision and device (TRL's other defaults, gradient
+    checkpointing included, stay as a user gets them), clipping, and no logging, saving or progress bars."""
+    return {
+        "output_dir": output_dir, "max_grad_norm": 1.0, "bf16": precision == "bf16", "use_cpu": device == "cpu",
+        "logging_steps": 1, "report_to": "none", "save_strategy": "no", "disable_tqdm": True, "seed": 0,
+    }
+
+
 def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
     setup_torch(threads)
     from datasets import Dataset
@@ -302,7 +311,7 @@ def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision
     timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
-            output_dir=tmp,
+            **trl_common_args(tmp, precision, device),
             per_device_train_batch_size=NUM_PROMPTS * K,
             num_generations=K,
             max_completion_length=new_tokens,
@@ -316,15 +325,7 @@ def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision
             top_k=0,
             top_p=1.0,
             num_iterations=1,
-            max_grad_norm=1.0,
             generation_kwargs={"suppress_tokens": [tokenizer.eos_token_id]},
-            bf16=precision == "bf16",  # TRL's other defaults (gradient checkpointing) stay as a user gets them
-            use_cpu=device == "cpu",
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            disable_tqdm=True,
-            seed=0,
             shuffle_dataset=False,
         )
         # TRL builds its reference model from the policy's path, so the policy goes through disk as a user's would.
@@ -349,7 +350,9 @@ def generate_floor(
     model.eval()
     prompts = [prompt for prompt, _ in arithmetic_items(NUM_PROMPTS)]
     encoded = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
-    cache_kwargs = {} if cache is None else {"cache_implementation": cache, "disable_compile": True}
+    from purld.rollout.sampler import Sampler
+
+    cache_kwargs = Sampler(cache_implementation=cache).cache_kwargs()  # the same generate arguments purld's rollout passes
     times = []
     for _ in range(steps + warmup):
         synchronize(device)
@@ -537,20 +540,12 @@ def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, de
     timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
-            output_dir=tmp,
+            **trl_common_args(tmp, precision, device),
             per_device_train_batch_size=NUM_PROMPTS,
             max_steps=steps + warmup,
             learning_rate=LR,
             beta=BETA_DPO,
             loss_type="sigmoid",
-            max_grad_norm=1.0,
-            bf16=precision == "bf16",
-            use_cpu=device == "cpu",
-            logging_steps=1,
-            report_to="none",
-            save_strategy="no",
-            disable_tqdm=True,
-            seed=0,
         )
         trainer = DPOTrainer(
             model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
@@ -775,7 +770,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
                 if row is not None and row.get("update_flops") and row.get(seconds):
                     values[name] = row["update_flops"] / row[seconds] / peak_flops
         for ranker in ("likelihood", "self_judge"):
-            values[f"ranking_fraction_{ranker}"] = ratio((find("purld_grpo", size, K=8, ranker=ranker), "ranking_fraction"), ({"one": 1.0}, "one"))
+            row = find("purld_grpo", size, K=8, ranker=ranker)
+            values[f"ranking_fraction_{ranker}"] = row["ranking_fraction"] if row else None
         if all(purld[K] for K in ks) and len(ks) > 1:
             values["grpo_step_by_K"] = {K: purld[K]["step_s"] for K in ks}
             values[f"grpo_step_per_K_vs_K{ks[0]}"] = {K: (purld[K]["step_s"] / K) / (purld[ks[0]]["step_s"] / ks[0]) for K in ks}

@@ -45,8 +45,9 @@ class Components:
 
 
 def build_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """Instantiate the node at `group` (a group, or a dotted key such as eval.judge); a failure names the key."""
     try:
-        return instantiate(cfg[group], **kwargs)
+        return instantiate(OmegaConf.select(cfg, group), **kwargs)
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise ConfigError(f"{group}: {cause}") from None
@@ -54,21 +55,17 @@ def build_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
 
 def build_components(cfg: DictConfig) -> Components:
     check_config(cfg)
+    ranker = build_group(cfg, "ranker")
     components = Components(
         task=build_group(cfg, "task"),
         teacher=build_group(cfg, "teacher"),
         student=build_group(cfg, "student"),
-        ranker=build_group(cfg, "ranker"),
+        ranker=ranker,
         objective=build_group(cfg, "loss"),
         sampler=build_group(cfg, "rollout"),
         anchor_cache=AnchorCache(cfg.anchors.cache_path),
-        judge=None,
+        judge=build_group(cfg, "eval.judge") if cfg.eval.get("judge") else ranker,
     )
-    judge = cfg.eval.get("judge")
-    try:
-        components.judge = instantiate(judge) if judge else components.ranker
-    except InstantiationException as error:
-        raise ConfigError(f"eval.judge: {error.__cause__ or error}") from None
     if type(components.ranker).__name__ == "VerifierRanker" and type(components.task).extract_answer is Task.extract_answer:
         raise ConfigError(f"ranker=verifier needs a task that extracts final answers; task {components.task.name!r} does not")
     return components
