@@ -21,8 +21,10 @@ same lengths:
   checkpointing); purld is measured without it (its default) and with
   `student.gradient_checkpointing=true`, in separate rows.
 - Floors, in the same precision: one plain batched `model.generate` of the same
-  batch, and hand-written updates (one forward of policy and reference, the
-  loss, backward, clip, AdamW step) — what no framework can beat by much.
+  batch, and hand-written updates (one forward of policy and reference over
+  every prompt + completion row, the loss, backward, clip, AdamW step) — the
+  plain way. purld's update reads each prompt once for its K completions (DPO:
+  its 2 answers), so it can beat that floor by the prompt's share of the tokens.
 Step times are medians after `--warmup` steps. Around each subprocess the
 machine's CPU time is read from /proc/stat; if other processes used more than
 `--max-outside-load` cores meanwhile, the measurement is repeated (up to

@@ -77,7 +77,7 @@ class PolicyModule(L.LightningModule):
         return timings
 
     def policy_token_logps(self, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
-        """(N, T) log-probs of (prompt_ids, prompt_mask, completion_ids, completion_mask) under π_θ."""
+        """(B·K, T) log-probs of (prompt_ids (B, L), prompt_mask, completion_ids (B·K, T), completion_mask) under π_θ."""
         return completion_token_logps(self.policy, *inputs, temperature=temperature)
 
     @torch.no_grad()

@@ -43,13 +43,8 @@ class GroupModule(PolicyModule):
         return out.loss
 
     def _flat_inputs(self, batch: PromptBatch, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        K = rollout.num_candidates
-        return (
-            batch.prompt_ids.repeat_interleave(K, 0),
-            batch.prompt_mask.repeat_interleave(K, 0),
-            flatten(rollout.completion_ids),
-            flatten(rollout.completion_mask),
-        )
+        """The B prompts and their B·K candidates: the log-prob functions read each prompt once for its K candidates."""
+        return batch.prompt_ids, batch.prompt_mask, flatten(rollout.completion_ids), flatten(rollout.completion_mask)
 
     def grpo_step(self, batch: PromptBatch, rollout: Rollout, advantages: Tensor):
         inputs = self._flat_inputs(batch, rollout)

@@ -58,22 +58,26 @@ class PairwiseModule(PolicyModule):
     def dpo_step(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs):
         pool_ids, pool_mask = candidate_pool(batch, rollout, self.tokenizer.pad_token_id)
         P = len(pairs)
-        index = torch.cat([pairs.prompt_index, pairs.prompt_index])
-        which = torch.cat([pairs.chosen_index, pairs.rejected_index])
-        inputs = (batch.prompt_ids[index], batch.prompt_mask[index], pool_ids[index, which], pool_mask[index, which])
+        # Row 2p is pair p's chosen answer, row 2p + 1 its rejected one: both continue the same prompt, read once.
+        which = torch.stack([pairs.chosen_index, pairs.rejected_index], dim=1)  # (P, 2)
+        prompt = pairs.prompt_index
+        inputs = (batch.prompt_ids[prompt], batch.prompt_mask[prompt], pool_ids[prompt[:, None], which].flatten(0, 1),
+                  pool_mask[prompt[:, None], which].flatten(0, 1))
         mask = inputs[3]
 
-        def sequence_logps(token_logps: Tensor) -> Tensor:  # (2P,): chosen then rejected
+        def sequence_logps(token_logps: Tensor) -> tuple[Tensor, Tensor]:  # chosen (P,), rejected (P,)
             if self.objective.average_log_prob:
-                return (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            return (token_logps * mask).sum(-1)
+                logps = (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+            else:
+                logps = (token_logps * mask).sum(-1)
+            return logps.reshape(P, 2).unbind(1)
 
-        policy_logps = sequence_logps(self.policy_token_logps(*inputs))
+        policy_chosen, policy_rejected = sequence_logps(self.policy_token_logps(*inputs))
         if self.objective.needs_reference:
-            ref_logps = sequence_logps(self.reference_token_logps(*inputs))
+            ref_chosen, ref_rejected = sequence_logps(self.reference_token_logps(*inputs))
         else:
-            ref_logps = torch.zeros_like(policy_logps)
-        return self.objective(policy_logps[:P], policy_logps[P:], ref_logps[:P], ref_logps[P:])
+            ref_chosen, ref_rejected = torch.zeros_like(policy_chosen), torch.zeros_like(policy_rejected)
+        return self.objective(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
 
     def pair_oracle_accuracy(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs) -> Tensor:
         """Fraction of pairs whose chosen side is oracle-better (the anchor counts as correct)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext, checked_judge_model
-from purld.rollout.logprobs import completion_token_logps_shared_prompt
+from purld.rollout.logprobs import completion_token_logps
 from purld.types import Candidates, PromptBatch, Rollout
 
 
@@ -41,12 +41,12 @@ class LikelihoodRanker(Ranker):
         was_training = model.training
         model.eval()
         try:
-            conditioned = completion_token_logps_shared_prompt(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
+            conditioned = completion_token_logps(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
             if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0 and context.model_is_sampler:
                 # The sampler recorded exactly ℓ_θ(y_k | x) at temperature 1, from these weights: no second pass.
                 unconditioned = candidates.sampling_token_logps.reshape(B * K, T)
             else:
-                unconditioned = completion_token_logps_shared_prompt(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+                unconditioned = completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
         finally:
             model.train(was_training)
         sums = [(conditioned * completion_mask).sum(-1), (unconditioned * completion_mask).sum(-1)]

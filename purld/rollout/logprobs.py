@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from purld.students.base import activation_checkpointing_enabled
+
 
 def stack_prompt_and_completion(
     prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor
@@ -33,22 +35,36 @@ def completion_token_logps(
 ) -> Tensor:
     """log softmax(logits / temperature)[y_t] for each completion token.
 
-    Inputs: prompt (N, L) left-padded, completion (N, T) right-padded.
-    Returns (N, T) float32 log-probs in nats; padded positions hold garbage
-    that callers mask with `completion_mask`.
+    Inputs: B prompts (B, L) left-padded; B·K completions (B·K, T) right-padded, K ≥ 1 per prompt in order
+    (row b·K + k continues prompt b). With K > 1 each prompt is read once and its KV cache repeated K times
+    (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward.
+    Returns (B·K, T) float32 log-probs in nats; padded positions hold garbage that callers mask with
+    `completion_mask`.
     """
-    input_ids, attention_mask = stack_prompt_and_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    N, T = completion_ids.shape
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False}
-    output_head = plain_output_head(model)
-    if output_head is not None and N * T * output_head.out_features > CHUNKED_LOGITS_ABOVE:
-        # The (N, T, V) logits would dominate memory (a 150 k vocabulary: 10 GB at N·T = 16 k): read the last hidden
-        # states instead (logits_to_keep=1 computes one position's logits) and project them chunk by chunk.
-        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -(T + 1) : -1]
-        return chunked_token_logps(hidden, output_head.weight, completion_ids, temperature)
-    logits = model(**inputs, logits_to_keep=T + 1).logits[:, :-1]  # (N, T, V): logits at position t predict token t + 1
-    return token_logps_from_logits(logits, completion_ids, temperature)
+    B, N = prompt_ids.shape[0], completion_ids.shape[0]
+    if N % B:
+        raise ValueError(f"completion_token_logps: {N} completions do not split evenly over {B} prompts")
+    K, T = N // B, completion_ids.shape[1]
+    head = plain_output_head(model)
+    chunked = head is not None and N * T * head.out_features > CHUNKED_LOGITS_ABOVE
+    if K > 1 and not (model.training and activation_checkpointing_enabled(model)):
+        # (Checkpointed layers run without a KV cache in training mode, so they take the full path below.)
+        first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked)
+        outputs = torch.cat([first[:, None], rest[:, :-1]], dim=1)  # position t predicts token t
+    else:
+        prompt_ids, prompt_mask = prompt_ids.repeat_interleave(K, 0), prompt_mask.repeat_interleave(K, 0)
+        input_ids, attention_mask = stack_prompt_and_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False}
+        if chunked:
+            outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -(T + 1) : -1]
+        else:
+            outputs = model(**inputs, logits_to_keep=T + 1).logits[:, :-1]  # (N, T, V): logits at t predict token t + 1
+    if chunked:
+        # The (N, T, V) logits would dominate memory (a 150 k vocabulary: 10 GB at N·T = 16 k): the model computed
+        # the last hidden states instead (logits_to_keep=1: one position's logits), projected here chunk by chunk.
+        return chunked_token_logps(outputs, head.weight, completion_ids, temperature)
+    return token_logps_from_logits(outputs, completion_ids, temperature)
 
 
 CHUNKED_LOGITS_ABOVE = 2**26  # logits (64 M: 256 MB in float32) above which the output head runs chunk by chunk
@@ -139,15 +155,17 @@ def forward_after_shared_prefix(
     continuation_ids: Tensor,
     continuation_mask: Tensor,
     logits_to_keep: int,
+    hidden_states: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Logits of B·K continuations that share B prefixes, reading each prefix once.
 
     prefix (B, L) left-padded; continuation (B·K, T), K per prefix, padded either side (the
     attention mask and position ids skip the holes). The prefix runs once per prompt, its KV
-    cache is repeated K times, then the continuations run on top of it: the ranker's cost
-    grows with K·T, not K·(L + T).
+    cache is repeated K times, then the continuations run on top of it: the cost grows
+    with K·T, not K·(L + T). Gradients flow through the repeated cache into the prefix.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
-    continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V).
+    continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
+    with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
     """
     from transformers import DynamicCache
 
@@ -155,34 +173,29 @@ def forward_after_shared_prefix(
     K = continuation_ids.shape[0] // prefix_ids.shape[0]
     prefix_positions = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    prefix_logits = model(
+
+    def last_positions(output, count: int) -> Tensor:
+        return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
+
+    prefix = model(
         input_ids=prefix_ids,
         attention_mask=prefix_mask.long(),
         position_ids=prefix_positions,
         use_cache=True,
         logits_to_keep=1,
+        output_hidden_states=hidden_states,
         **{cache_argument: cache},
-    ).logits[:, -1]
+    )
     cache.batch_repeat_interleave(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask], dim=1).long()
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_ids.shape[1] :]
-    logits = model(
+    continuation = model(
         input_ids=continuation_ids,
         attention_mask=attention_mask,
         position_ids=positions,
         use_cache=True,
-        logits_to_keep=logits_to_keep,
+        logits_to_keep=1 if hidden_states else logits_to_keep,  # hidden states: no (N, n, V) logits
+        output_hidden_states=hidden_states,
         **{cache_argument: cache},
-    ).logits
-    return prefix_logits.repeat_interleave(K, 0), logits
-
-
-def completion_token_logps_shared_prompt(
-    model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, completion_mask: Tensor
-) -> Tensor:
-    """`completion_token_logps` (temperature 1) for K completions per prompt, each prompt read once.
-
-    prompt (B, L) left-padded; completion (B·K, T) right-padded. Returns (B·K, T)."""
-    T = completion_ids.shape[1]
-    first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, logits_to_keep=T)
-    return token_logps_from_logits(torch.cat([first[:, None], rest[:, :-1]], dim=1), completion_ids)  # position t predicts token t
+    )
+    return last_positions(prefix, 1)[:, -1].repeat_interleave(K, 0), last_positions(continuation, logits_to_keep)

@@ -52,22 +52,66 @@ def test_sampling_leaves_training_mode(student, task, make_batch, tmp_path):
     assert model.training
 
 
-def test_shared_prompt_log_probs_equal_the_full_forward():
-    """Reading each prompt once and sharing its KV cache over K completions changes no number."""
-    from purld.rollout.logprobs import completion_token_logps, completion_token_logps_shared_prompt
-    from purld.students.tiny import TinyLlamaStudent
-
-    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
-    model.eval()
+def _two_prompts_four_completions(tokenizer):
     prompts = tokenizer(["12+5=", "Reference: 3+4=7\n999+1="], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     completions = tokenizer([t + tokenizer.eos_token for t in ["ab", "hello there", "x", "yyyyyy"]], padding=True,
                             padding_side="right", add_special_tokens=False, return_tensors="pt")
-    mask = completions["attention_mask"].bool()
-    with torch.no_grad():
-        full = completion_token_logps(model, prompts["input_ids"].repeat_interleave(2, 0),
-                                      prompts["attention_mask"].bool().repeat_interleave(2, 0), completions["input_ids"], mask)
-        shared = completion_token_logps_shared_prompt(model, prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], mask)
+    return prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], completions["attention_mask"].bool()
+
+
+def _logps_and_grads(model, inputs, temperature):
+    model.zero_grad()
+    logps = completion_token_logps(model, *inputs, temperature=temperature)
+    (logps * inputs[3]).sum().backward()
+    return logps.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompt_log_probs_and_gradients_equal_the_full_forward(monkeypatch, temperature, chunked):
+    """Reading each prompt once and sharing its KV cache over K completions changes no number, nor any gradient
+    (they flow back through the repeated cache into the prompt's positions)."""
+    import purld.rollout.logprobs as logprobs
+    from purld.students.tiny import TinyLlamaStudent
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model.train()
+    if chunked:
+        monkeypatch.setattr(logprobs, "CHUNKED_LOGITS_ABOVE", 0)
+        monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 3 * model.config.vocab_size)
+    prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
+    full, full_grads = _logps_and_grads(model, (prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), completion_ids, mask), temperature)
+    shared, shared_grads = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), temperature)
     assert torch.allclose(full[mask], shared[mask], atol=1e-5)
+    for a, b in zip(shared_grads, full_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_gradient_checkpointing_takes_the_full_path_and_the_same_numbers(monkeypatch):
+    """Checkpointed layers run without a KV cache while training: the prompts are then repeated, not shared."""
+    import purld.rollout.logprobs as logprobs
+    from purld.students.base import enable_gradient_checkpointing
+    from purld.students.tiny import TinyLlamaStudent
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    inputs = _two_prompts_four_completions(tokenizer)
+    model.train()
+    plain, plain_grads = _logps_and_grads(model, inputs, 1.0)
+    enable_gradient_checkpointing(model)
+    shared_calls = []
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", lambda *a, **k: shared_calls.append(1))
+    checkpointed, checkpointed_grads = _logps_and_grads(model, inputs, 1.0)
+    assert not shared_calls
+    assert torch.allclose(plain[inputs[3]], checkpointed[inputs[3]], atol=1e-5)
+    for a, b in zip(checkpointed_grads, plain_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_completions_must_split_evenly_over_the_prompts(student):
+    model, tokenizer = student
+    prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
+    with pytest.raises(ValueError, match="3 completions do not split evenly over 2 prompts"):
+        completion_token_logps(model, prompt_ids, prompt_mask, completion_ids[:3], mask[:3])
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
