@@ -75,13 +75,15 @@ def setup_torch(threads: int, seed: int = 0):
     return torch
 
 
-def build_model(size: str, seed: int = 0, device: str = "cpu"):
-    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape."""
+def build_model(size: str, seed: int = 0, device: str = "cpu", attn_implementation: str | None = None):
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape.
+    `attn_implementation` None: the student's default (eager)."""
     if size in QWEN_SIZES:
         return build_qwen(size, seed, device)
     from purld.students.tiny import TinyLlamaStudent
 
-    model, tokenizer = TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed).load()
+    kernel = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    model, tokenizer = TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed, **kernel).load()
     return model.to(device), tokenizer
 
 

@@ -18,7 +18,9 @@ from purld.ranking.likelihood import tokenize_left_padded
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.types import Candidates, PromptBatch
 
-DEFAULT_TEMPLATE = "Question: {prompt}\nReference answer: {anchor}\nCandidate answer: {candidate}\nIs the candidate correct? "
+# The instruction comes before the candidate, in the part read once per prompt: each of the K candidates then
+# costs its own tokens and a short cue ("Reply: "), not the question again.
+DEFAULT_TEMPLATE = "Question: {prompt}\nReference answer: {anchor}\nIs the candidate answer below correct? Reply Yes or No.\nCandidate answer: {candidate}\nReply: "
 
 
 class SelfJudgeRanker(Ranker):
