@@ -19,7 +19,8 @@ same lengths:
   TRL: DPOTrainer.
 - TRL runs with its own defaults except precision (it turns on gradient
   checkpointing); purld is measured without it (its default) and with
-  `student.gradient_checkpointing=true`, in separate rows.
+  `student.gradient_checkpointing=true`, in separate rows, and with
+  `data.micro_batch_size` (the update in passes of that many sequences).
 - Floors, in the same precision: one plain batched `model.generate` of the same
   batch, and hand-written updates (one forward of policy and reference over
   every prompt + completion row, the loss, backward, clip, AdamW step) — the
@@ -167,7 +168,7 @@ def precision_context(precision: str, device: str = "cpu"):
 # ------------------------------------------------------------- purld: GRPO step
 def purld_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: bool = False,
-    device: str = "cpu", new_tokens: int = 32, cache: str | None = None,
+    device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -211,6 +212,7 @@ def purld_grpo(
             optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
             sampler=Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache),
             reference_model=copy.deepcopy(model),
+            micro_batch_size=micro_batch_size,
         )
         timer = StepTimer(device)
         trainer = L.Trainer(
@@ -468,7 +470,10 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 
 
 # -------------------------------------------------------------- purld: DPO step
-def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
+def purld_dpo(
+    size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    micro_batch_size: int | None = None,
+) -> dict:
     torch = setup_torch(threads)
     import copy
 
@@ -483,6 +488,7 @@ def purld_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, 
         objective=DPOObjective(beta=BETA_DPO, loss_type="sigmoid"),
         optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
         reference_model=copy.deepcopy(model),
+        micro_batch_size=micro_batch_size,
     ).to(device)
     optimizer = module.configure_optimizers()
     rows = dpo_texts(NUM_PROMPTS, new_tokens)
@@ -594,7 +600,7 @@ class WorkerFailed(RuntimeError):
     """A row's subprocess exited without a result; its stderr tail is the message."""
 
 
-def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool) -> list[dict[str, Any]]:
+def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_size: int = 16) -> list[dict[str, Any]]:
     """The rows of one round. On a GPU: the comparison rows and the static-KV-cache variants, no scaling rows
     (the GPU script has a 5-minute budget)."""
     specs: list[dict[str, Any]] = []
@@ -612,12 +618,14 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool) -> lis
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": micro_batch_size}]
             specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
+            specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": micro_batch_size}]
             specs += trl({"kind": "trl_grpo", "size": size, "K": 8}, {"kind": "trl_dpo", "size": size})
     return specs
 
 
-VARIANT_KEYS = ("ranker", "checkpointing", "cache")  # a row with one of these is a variant, not the comparison row
+VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size")  # a row with one of these is a variant, not the comparison row
 def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
 
@@ -671,6 +679,7 @@ def main() -> None:
     parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
                         "`--rows gpu` on the CPU checks the GPU script's code paths")
     parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
+    parser.add_argument("--micro-batch-size", type=int, default=16, help="data.micro_batch_size of the micro-batched rows")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -685,7 +694,8 @@ def main() -> None:
 
     # Every row of a size is measured once per round, rounds interleaved (purld, TRL, floors, purld, …),
     # so slow drifts of a shared machine hit every side alike; a row's figures are medians over rounds.
-    specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl)
+    specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl,
+                      micro_batch_size=args.micro_batch_size)
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
     errors: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -746,6 +756,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
         checkpointed = find("purld_grpo", size, K=8, checkpointing=True)  # as TRL runs by default: memory for time
+        micro = next((r for r in rows if r["kind"] == "purld_grpo" and r["size"] == size and r.get("micro_batch_size")), None)
+        dpo_micro = next((r for r in rows if r["kind"] == "purld_dpo" and r["size"] == size and r.get("micro_batch_size")), None)
         floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
         memory = "peak_gpu_mb" if any("peak_gpu_mb" in r for r in rows) else "peak_rss_mb"
         values = {
@@ -758,6 +770,11 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "rollout_vs_generate_floor": ratio((purld[8], "rollout_tokens_per_s"), (generate, "tokens_per_s")),
             "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            # data.micro_batch_size: the update in passes of that many sequences (memory for some time)
+            "grpo_step_ratio_micro_batch": ratio((micro, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_micro_batch": ratio((micro, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "dpo_step_ratio_micro_batch": ratio((dpo_micro, "step_s"), (trl_dpo_row, "step_s")),
+            "dpo_rss_ratio_micro_batch": ratio((dpo_micro, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
             # The static-KV-cache rows (GPU): purld's rollout with rollout.cache_implementation=static.
             "grpo_step_ratio_static_cache": ratio((static, "step_s"), (trl_grpo_row, "step_s")),
             "rollout_vs_generate_floor_static_cache": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
@@ -785,6 +802,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
 
 HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
             "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
+            "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
             "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",
             "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_cache", "dpo_gpu_memory_ratio",
             "grpo_update_mfu", "grpo_update_mfu_static_cache", "grpo_update_floor_mfu", "dpo_update_mfu", "dpo_update_floor_mfu")
@@ -846,6 +864,8 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"{r['tokens_per_s']:.0f} tok/s"
         if r.get("cache"):
             note = f"{r['cache']} KV cache; " + note
+        if r.get("micro_batch_size"):
+            note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
         gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
         table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}", gpu_mb,
                       f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)

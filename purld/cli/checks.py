@@ -65,6 +65,7 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "loss.preferences.margin", lambda v: _is_number(v) and v >= 0, "numbers ≥ 0 (δ)")
     _require(cfg, "loss.preferences.min_margin", lambda v: _is_number(v) and v >= 0, "numbers ≥ 0")
     _require(cfg, "data.batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "data.micro_batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1, or null (the whole batch)")
     _require(cfg, "warmstart.sft_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0 disables the warm start)")
     _require(cfg, "warmstart.batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "trainer.max_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
@@ -108,6 +109,11 @@ def check_launch(cfg: DictConfig) -> None:
     name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "")
     if "fsdp" in name.lower() and _get(cfg, "trainer.accelerator") == "cpu":
         raise ConfigError("trainer=fsdp needs GPUs (Lightning's FSDP strategy refuses the CPU); on CPU use trainer=ddp")
+    if "fsdp" in name.lower() and _get(cfg, "data.micro_batch_size") is not None:
+        raise ConfigError(
+            "data.micro_batch_size is not supported with trainer=fsdp (FSDP reduces gradients in its own backward "
+            "hooks); set data.micro_batch_size=null, or save memory with student.gradient_checkpointing=true"
+        )
     if name in ("", "auto", "single_device") or not HydraConfig.initialized():
         return
     from hydra.types import RunMode

@@ -216,6 +216,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 instantiate(cfg.warmstart.optimizer),
                 scheduler=instantiate(cfg.warmstart.scheduler) if cfg.warmstart.get("scheduler") else None,
                 metric_prefix="warmstart/",
+                micro_batch_size=cfg.data.micro_batch_size,
             )
             warm_data = datamodule.with_batch_size(cfg.warmstart.batch_size)
             fit_stage(cfg, "warmstart", warm_module, warm_data, cfg.warmstart.sft_steps, output_dir, hyperparameters=hyperparameters)
@@ -243,6 +244,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         sampler=parts.sampler,
         reference_model=reference,
         eval_max_new_tokens=cfg.eval.max_new_tokens,
+        micro_batch_size=cfg.data.micro_batch_size,
     )
     global_step, world_size = 0, 1
     if cfg.trainer.max_steps > 0:

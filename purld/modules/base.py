@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.eval.evaluate import EvalAccumulator, evaluate_batch
-from purld.objectives.base import Objective
+from purld.objectives.base import LossOutput, Objective
 from purld.rollout.logprobs import completion_token_logps
 from purld.rollout.sampler import Sampler
 from purld.students.hf import has_adapters
@@ -43,6 +43,7 @@ class PolicyModule(L.LightningModule):
         eval_max_new_tokens: int = 32,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metric_prefix: str = "",
+        micro_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.policy, self.tokenizer, self.objective = model, tokenizer, objective
@@ -54,6 +55,9 @@ class PolicyModule(L.LightningModule):
         self._timings: dict[str, float] = {}
         self._validation = EvalAccumulator()
         self.metric_prefix = metric_prefix  # the warm start logs under warmstart/, beside PU-RLD's metrics
+        if micro_batch_size is not None and (isinstance(micro_batch_size, bool) or micro_batch_size < 1):
+            raise ValueError(f"data.micro_batch_size={micro_batch_size!r}: allowed values are integers ≥ 1, or null")
+        self.micro_batch_size = micro_batch_size  # sequences per forward + backward of the update; None: all
         self.last_samples = None  # the last step's rollout and ranking (StepSamples), for the samples table
         self.trained_prompt_ids: list[str] = []  # this rank's prompts, in order
 
@@ -89,6 +93,51 @@ class PolicyModule(L.LightningModule):
             raise RuntimeError("this objective needs a reference policy: pass reference_model or use a LoRA student")
         with self.policy.disable_adapter():
             return completion_token_logps(self.policy, *inputs, temperature=temperature)
+
+    def micro_batched(
+        self, loss_of: Callable[[Tensor], LossOutput], inputs: tuple[Tensor, Tensor, Tensor, Tensor], temperature: float = 1.0
+    ) -> LossOutput:
+        """`loss_of(π_θ token log-probs (G·R, T))` for `inputs` = (prompt_ids (G, L), prompt_mask, completion_ids
+        (G·R, T), completion_mask): G groups of R rows that share a prompt (a prompt's K candidates, a pair's two
+        answers, one SFT example), with forward and backward run `micro_batch_size` rows at a time.
+
+        A pass never splits a group. Each pass computes its gradient at once (`torch.autograd.grad`) and frees
+        its activations, so activation memory follows the micro-batch, not the batch. The returned loss has the
+        whole batch's value and metrics; its backward hands the summed gradients to the parameters (times the
+        incoming gradient: Lightning's loss scaling, 1 / accumulate_grad_batches), so DDP still all-reduces
+        them in that backward.
+
+        Exact because every objective is a sum of per-group terms whose normalisers depend on the masks only:
+        a pass's gradient does not depend on the other rows' values, so zeros stand in for the rows not yet run.
+        """
+        prompt_ids, prompt_mask, completion_ids, completion_mask = inputs
+        num_groups = prompt_ids.shape[0]
+        rows_per_group = completion_ids.shape[0] // num_groups
+
+        def token_logps_of(groups: slice) -> Tensor:
+            rows = slice(groups.start * rows_per_group, groups.stop * rows_per_group)
+            return self.policy_token_logps(
+                prompt_ids[groups], prompt_mask[groups], completion_ids[rows], completion_mask[rows], temperature=temperature
+            )
+
+        per_pass = num_groups if self.micro_batch_size is None else max(1, self.micro_batch_size // rows_per_group)
+        if per_pass >= num_groups:
+            return loss_of(token_logps_of(slice(0, num_groups)))
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        gradients = [torch.zeros_like(p) for p in params]
+        token_logps = completion_mask.new_zeros(completion_mask.shape, dtype=torch.float32)
+        for start in range(0, num_groups, per_pass):
+            groups = slice(start, min(start + per_pass, num_groups))
+            rows = slice(groups.start * rows_per_group, groups.stop * rows_per_group)
+            part = token_logps_of(groups)
+            loss = loss_of(torch.cat([token_logps[: rows.start], part, token_logps[rows.stop :]])).loss
+            for total, gradient in zip(gradients, torch.autograd.grad(loss, params, allow_unused=True)):
+                if gradient is not None:
+                    total.add_(gradient)
+            token_logps[rows] = part.detach()
+        with torch.no_grad():
+            out = loss_of(token_logps)
+        return LossOutput(_PrecomputedGradients.apply(out.loss, gradients, *params), out.metrics)
 
     def rank(self, batch: PromptBatch, rollout) -> Tensor:
         """Scores (B, K). Self-rankers read the current policy, or with `ranker.judge_model=reference` the frozen
@@ -127,6 +176,10 @@ class PolicyModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        if self.micro_batch_size is not None and "FSDP" in type(self.trainer.strategy).__name__:
+            raise ValueError("data.micro_batch_size is not supported with FSDP (it reduces gradients in its own hooks)")
+
     def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> None:
         self.trained_prompt_ids.extend(example.prompt_id for example in batch.examples)
 
@@ -156,3 +209,18 @@ class PolicyModule(L.LightningModule):
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
         if "purld_rng" in checkpoint:
             _set_rng_states(checkpoint["purld_rng"])
+
+
+class _PrecomputedGradients(torch.autograd.Function):
+    """Passes `loss` through; its backward gives each parameter a gradient computed beforehand, times the
+    incoming gradient. The parameters are inputs only so that autograd (and DDP's hooks) reach them."""
+
+    @staticmethod
+    def forward(ctx, loss: Tensor, gradients: list[Tensor], *params: Tensor) -> Tensor:
+        ctx.gradients = gradients
+        return loss.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        gradients, ctx.gradients = ctx.gradients, None
+        return (None, None, *(gradient.mul_(grad_output) for gradient in gradients))

@@ -49,7 +49,6 @@ class GroupModule(PolicyModule):
     def grpo_step(self, batch: PromptBatch, rollout: Rollout, advantages: Tensor):
         inputs = self._flat_inputs(batch, rollout)
         temperature = self.sampler.temperature
-        per_token_logps = self.policy_token_logps(*inputs, temperature=temperature)
         ref_per_token_logps = None
         if self.objective.needs_reference:
             ref_per_token_logps = self.reference_token_logps(*inputs, temperature=temperature)
@@ -59,20 +58,29 @@ class GroupModule(PolicyModule):
             # dapo divides by the tokens of the whole global batch; DDP then averages the ranks' gradients.
             active = self.objective.loss_mask(inputs[3], is_truncated).sum().float()
             num_active_tokens = self.trainer.strategy.reduce(active, reduce_op="mean").clamp(min=1.0)
-        return self.objective(
-            per_token_logps,
-            flatten(rollout.sampling_token_logps),
-            advantages.reshape(-1),
-            inputs[3],
-            is_truncated,
-            ref_per_token_logps,
-            num_active_tokens,
-        )
+        old_per_token_logps = flatten(rollout.sampling_token_logps)
+
+        def loss_of(per_token_logps: Tensor):
+            return self.objective(
+                per_token_logps,
+                old_per_token_logps,
+                advantages.reshape(-1),
+                inputs[3],
+                is_truncated,
+                ref_per_token_logps,
+                num_active_tokens,
+            )
+
+        return self.micro_batched(loss_of, inputs, temperature)
 
     def ldl_step(self, batch: PromptBatch, rollout: Rollout, label_distribution: Tensor):
         inputs = self._flat_inputs(batch, rollout)
         mask = inputs[3]
         B, K = label_distribution.shape
-        policy_logps = (self.policy_token_logps(*inputs) * mask).sum(-1).reshape(B, K)
         ref_logps = (self.reference_token_logps(*inputs) * mask).sum(-1).reshape(B, K)
-        return self.objective(policy_logps, ref_logps, rollout.lengths, label_distribution)
+
+        def loss_of(token_logps: Tensor):
+            policy_logps = (token_logps * mask).sum(-1).reshape(B, K)
+            return self.objective(policy_logps, ref_logps, rollout.lengths, label_distribution)
+
+        return self.micro_batched(loss_of, inputs)

@@ -72,12 +72,15 @@ class PairwiseModule(PolicyModule):
                 logps = (token_logps * mask).sum(-1)
             return logps.reshape(P, 2).unbind(1)
 
-        policy_chosen, policy_rejected = sequence_logps(self.policy_token_logps(*inputs))
         if self.objective.needs_reference:
             ref_chosen, ref_rejected = sequence_logps(self.reference_token_logps(*inputs))
         else:
-            ref_chosen, ref_rejected = torch.zeros_like(policy_chosen), torch.zeros_like(policy_rejected)
-        return self.objective(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+            ref_chosen = ref_rejected = mask.new_zeros(P, dtype=torch.float32)
+
+        def loss_of(token_logps: Tensor):
+            return self.objective(*sequence_logps(token_logps), ref_chosen, ref_rejected)
+
+        return self.micro_batched(loss_of, inputs)
 
     def pair_oracle_accuracy(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs) -> Tensor:
         """Fraction of pairs whose chosen side is oracle-better (the anchor counts as correct)."""

@@ -10,8 +10,8 @@ from purld.types import PromptBatch
 
 class SFTModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+        inputs = (batch.prompt_ids, batch.prompt_mask, batch.anchor_ids, batch.anchor_mask)
         with self.timed("update"):
-            token_logps = self.policy_token_logps(batch.prompt_ids, batch.prompt_mask, batch.anchor_ids, batch.anchor_mask)
-            out = self.objective(token_logps, batch.anchor_mask)
+            out = self.micro_batched(lambda token_logps: self.objective(token_logps, batch.anchor_mask), inputs)
         self.log_metrics(out.prefixed("train/"), batch_size=len(batch))
         return out.loss

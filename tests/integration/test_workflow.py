@@ -43,6 +43,7 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
         "trainer.accelerator=cpu",
         "trainer.devices=2",
         "trainer.precision=32-true",
+        "data.micro_batch_size=5",  # gradients computed pass by pass must still be all-reduced
         *SMALL,
         "trainer.max_steps=3",
         f"anchors.cache_path={cache}",

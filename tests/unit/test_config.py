@@ -99,6 +99,9 @@ def test_command_line_group_beats_the_experiment_preset():
         ("loss.preferences.temperature=0", "loss.preferences.temperature=0 is invalid: allowed values are numbers > 0"),
         ("rollout.temperature=0", "rollout.temperature=0 is invalid"),
         ("data.batch_size=0", "data.batch_size=0 is invalid"),
+        ("data.micro_batch_size=0", "data.micro_batch_size=0 is invalid: allowed values are integers ≥ 1, or null"),
+        ("data.micro_batch_size=many", "data.micro_batch_size='many' is invalid"),
+        ("trainer=fsdp trainer.accelerator=gpu data.micro_batch_size=16", "data.micro_batch_size is not supported with trainer=fsdp"),
         ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
         ("checkpoint=/no/such/run", "checkpoint='/no/such/run': no such file or directory"),
         ("ranker=oracle", "ranker=oracle uses ground truth and is refused"),
@@ -106,7 +109,7 @@ def test_command_line_group_beats_the_experiment_preset():
 )
 def test_invalid_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as error:
-        check_config(compose_with(override))
+        check_config(compose_with(*override.split()))
     assert message in str(error.value)
 
 
