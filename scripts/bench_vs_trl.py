@@ -26,7 +26,8 @@ same lengths:
   every prompt + completion row, the loss, backward, clip, AdamW step) — the
   plain way. purld's update reads each prompt once for its K completions (DPO:
   its 2 answers), so it can beat that floor by the prompt's share of the tokens.
-Step times are medians after `--warmup` steps. Around each subprocess the
+Step times are medians after `--warmup` steps; every row runs once per round,
+odd rounds in reverse order, and rows report medians over rounds. Around each subprocess the
 machine's CPU time is read from /proc/stat; if other processes used more than
 `--max-outside-load` cores meanwhile, the measurement is repeated (up to
 `--retries` times) and the output says so.
@@ -600,7 +601,7 @@ class WorkerFailed(RuntimeError):
     """A row's subprocess exited without a result; its stderr tail is the message."""
 
 
-def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_size: int = 16) -> list[dict[str, Any]]:
+def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4) -> list[dict[str, Any]]:
     """The rows of one round. On a GPU: the comparison rows and the static-KV-cache variants, no scaling rows
     (the GPU script has a 5-minute budget)."""
     specs: list[dict[str, Any]] = []
@@ -618,9 +619,9 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
-            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": micro_batch_size}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": NUM_PROMPTS * 8 // micro_batch_passes}]
             specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
-            specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": micro_batch_size}]
+            specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": NUM_PROMPTS * 2 // micro_batch_passes}]
             specs += trl({"kind": "trl_grpo", "size": size, "K": 8}, {"kind": "trl_dpo", "size": size})
     return specs
 
@@ -679,7 +680,8 @@ def main() -> None:
     parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
                         "`--rows gpu` on the CPU checks the GPU script's code paths")
     parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
-    parser.add_argument("--micro-batch-size", type=int, default=16, help="data.micro_batch_size of the micro-batched rows")
+    parser.add_argument("--micro-batch-passes", type=int, default=4,
+                        help="the micro-batched rows split the update into this many passes (data.micro_batch_size = sequences / passes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -695,12 +697,14 @@ def main() -> None:
     # Every row of a size is measured once per round, rounds interleaved (purld, TRL, floors, purld, …),
     # so slow drifts of a shared machine hit every side alike; a row's figures are medians over rounds.
     specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl,
-                      micro_batch_size=args.micro_batch_size)
+                      micro_batch_passes=args.micro_batch_passes)
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
     errors: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for round_number in range(args.rounds):
-        for i, spec in enumerate(specs):
+        # Odd rounds run the rows in reverse, so that a drift, or a row slowed by the one before it, hits every side alike.
+        order = list(enumerate(specs))
+        for i, spec in (reversed(order) if round_number % 2 else order):
             try:
                 result = measure({**spec, **common}, args.max_outside_load, args.retries, in_process=args.quick)
             except WorkerFailed as failure:
