@@ -8,7 +8,8 @@
 Every measurement runs in its own subprocess (so peak RSS is that work's alone;
 `--quick` runs them in one process to check the code paths only) with the same
 number of torch threads, on the same random-init Llama, the same prompts and the
-same lengths:
+same lengths, and the same attention kernel (eager: on this CPU the faster one at
+these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa):
 - GRPO: 8 prompts × K completions of exactly 32 new tokens (EOS suppressed on
   both sides), β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same
   lexical (ROUGE-L to the anchor) reward, one optimisation step per rollout.
@@ -77,15 +78,18 @@ def setup_torch(threads: int, seed: int = 0):
     return torch
 
 
-def build_model(size: str, seed: int = 0, device: str = "cpu", attn_implementation: str | None = None):
-    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape.
-    `attn_implementation` None: the student's default (eager)."""
+ATTENTION = "eager"  # the Llama sizes' attention kernel, on every side: the faster one here (scripts/bench_attention.py)
+
+
+def build_model(size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION):
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape."""
     if size in QWEN_SIZES:
         return build_qwen(size, seed, device)
     from purld.students.tiny import TinyLlamaStudent
 
-    kernel = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-    model, tokenizer = TinyLlamaStudent(**SIZES[size], max_position_embeddings=256, seed=seed, **kernel).load()
+    model, tokenizer = TinyLlamaStudent(
+        **SIZES[size], max_position_embeddings=256, seed=seed, attn_implementation=attn_implementation
+    ).load()
     return model.to(device), tokenizer
 
 
@@ -825,6 +829,7 @@ def machine_description(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "trl": None if args.no_trl else __import__("trl").__version__,
         "transformers": __import__("transformers").__version__,
+        "attention": ATTENTION,  # the Llama sizes' kernel (the Qwen2 shape keeps transformers' default)
     }
 
 

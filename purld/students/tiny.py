@@ -47,7 +47,7 @@ class TinyLlamaStudent(Student):
         max_position_embeddings: int = 256,
         seed: int = 0,
         gradient_checkpointing: bool = False,
-        attn_implementation: str = "eager",
+        attn_implementation: str | None = None,
     ) -> None:
         self.config_kwargs = dict(
             hidden_size=hidden_size,
@@ -58,9 +58,7 @@ class TinyLlamaStudent(Student):
             max_position_embeddings=max_position_embeddings,
         )
         self.seed, self.gradient_checkpointing = seed, gradient_checkpointing
-        # eager, not transformers' default sdpa: at these sizes on a CPU sdpa's kernel is the slower one, in
-        # decoding and in training (scripts/bench_attention.py; README, Performance).
-        self.attn_implementation = attn_implementation
+        self.attn_implementation = attn_implementation  # None: transformers' default (sdpa)
 
     def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
         tokenizer = build_char_tokenizer()
@@ -70,7 +68,7 @@ class TinyLlamaStudent(Student):
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             tie_word_embeddings=True,
-            attn_implementation=self.attn_implementation,
+            **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **self.config_kwargs,
         )
         with torch.random.fork_rng(devices=[]):
