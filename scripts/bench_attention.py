@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quickstart import machine_busy_seconds  # noqa: E402
-from bench_vs_trl import NUM_PROMPTS, arithmetic_items, build_model, precision_context, setup_torch  # noqa: E402
+from bench_quickstart import machine_busy_seconds
+from bench_vs_trl import NUM_PROMPTS, arithmetic_items, build_model, precision_context, setup_torch
 
 K, NEW_TOKENS = 8, 32
 

@@ -15,13 +15,6 @@ def test_a_bad_jsonl_line_stops_before_loading_with_file_and_line(tmp_path):
     assert f"{data}:2: malformed JSON" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_missing_required_path(tmp_path):
-    result = run("train", "task=jsonl", check=False)
-    assert result.returncode == 2 and "task.path is required" in result.stderr
-    result = run("train", "task=jsonl", f"task.path={tmp_path / 'nothing.jsonl'}", check=False)
-    assert result.returncode == 2 and "no such file or directory" in result.stderr
-
-
 def test_a_task_option_from_the_users_config_directory(tmp_path):
     """README's recipe: drop a YAML into your own config dir, no code change."""
     data = tmp_path / "sums.jsonl"

@@ -104,6 +104,11 @@ def test_command_line_group_beats_the_experiment_preset():
         ("trainer=fsdp trainer.accelerator=gpu data.micro_batch_size=16", "data.micro_batch_size is not supported with trainer=fsdp"),
         ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
         ("checkpoint=/no/such/run", "checkpoint='/no/such/run': no such file or directory"),
+        ("checkpointing.every_n_steps=-1", "checkpointing.every_n_steps=-1 is invalid"),
+        ("student=hf", "student.model_name_or_path is required"),
+        ("student=hf student.model_name_or_path=/no/such/model", "student.model_name_or_path='/no/such/model': no such directory"),
+        ("task=jsonl", "task.path is required"),
+        ("task=jsonl task.path=/no/such/file.jsonl", "task.path='/no/such/file.jsonl': no such file or directory"),
         ("ranker=oracle", "ranker=oracle uses ground truth and is refused"),
     ],
 )

@@ -71,7 +71,7 @@ def _logps_and_grads(model, inputs, temperature):
 def test_shared_prompt_log_probs_and_gradients_equal_the_full_forward(monkeypatch, temperature, chunked):
     """Reading each prompt once and sharing its KV cache over K completions changes no number, nor any gradient
     (they flow back through the repeated cache into the prompt's positions)."""
-    import purld.rollout.logprobs as logprobs
+    from purld.rollout import logprobs
     from purld.students.tiny import TinyLlamaStudent
 
     model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
@@ -89,7 +89,7 @@ def test_shared_prompt_log_probs_and_gradients_equal_the_full_forward(monkeypatc
 
 def test_gradient_checkpointing_takes_the_full_path_and_the_same_numbers(monkeypatch):
     """Checkpointed layers run without a KV cache while training: the prompts are then repeated, not shared."""
-    import purld.rollout.logprobs as logprobs
+    from purld.rollout import logprobs
     from purld.students.base import enable_gradient_checkpointing
     from purld.students.tiny import TinyLlamaStudent
 
@@ -117,7 +117,7 @@ def test_completions_must_split_evenly_over_the_prompts(student):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_chunked_output_head_matches_full_logits(student, monkeypatch, temperature):
     """Above the size threshold the head runs chunk by chunk: same log-probs, same gradients."""
-    import purld.rollout.logprobs as logprobs
+    from purld.rollout import logprobs
 
     model, _ = student
     torch.manual_seed(0)
