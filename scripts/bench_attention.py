@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quickstart import machine_busy_seconds
-from bench_vs_trl import NUM_PROMPTS, arithmetic_items, build_model, precision_context, setup_torch
+from bench_vs_trl import NUM_PROMPTS, _sequence_inputs, arithmetic_items, build_model, precision_context, setup_torch
 
 K, NEW_TOKENS = 8, 32
 
@@ -50,19 +50,16 @@ def measure(size: str, kernel: str, precision: str, args) -> dict:
     from purld.rollout.logprobs import completion_token_logps
 
     model, tokenizer = build_model(size, attn_implementation=kernel)
-    prompts = tokenizer([p for p, _ in arithmetic_items(NUM_PROMPTS)], padding=True, padding_side="left",
-                        add_special_tokens=False, return_tensors="pt")
     rng = random.Random(0)
-    answers = ["".join(rng.choice("0123456789+= ans") for _ in range(NEW_TOKENS - 1)) + tokenizer.eos_token
-               for _ in range(NUM_PROMPTS * K)]
-    completions = tokenizer(answers, padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt")
-    inputs = (prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], completions["attention_mask"].bool())
+    answers = ["".join(rng.choice("0123456789+= ans") for _ in range(NEW_TOKENS - 1)) for _ in range(NUM_PROMPTS * K)]
+    inputs = _sequence_inputs(tokenizer, [p for p, _ in arithmetic_items(NUM_PROMPTS)], answers)  # 8 prompts, 64 answers
+    prompt_ids, prompt_mask = inputs[0], inputs[1]
 
     def generate():
         model.eval()
         with torch.no_grad(), precision_context(precision):
-            model.generate(input_ids=prompts["input_ids"].repeat_interleave(K, 0),
-                           attention_mask=prompts["attention_mask"].repeat_interleave(K, 0), do_sample=True, top_k=0,
+            model.generate(input_ids=prompt_ids.repeat_interleave(K, 0),
+                           attention_mask=prompt_mask.long().repeat_interleave(K, 0), do_sample=True, top_k=0,
                            top_p=1.0, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
 
     def forward_backward():

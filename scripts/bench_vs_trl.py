@@ -630,6 +630,7 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_
     return specs
 
 
+ANY_VALUE = object()
 VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size")  # a row with one of these is a variant, not the comparison row
 def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
@@ -746,7 +747,9 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
     """Ratios from the rows measured; a figure whose rows are missing (a failed row) is left out."""
 
     def find(kind: str, size: str, **match: Any) -> dict[str, Any] | None:
-        return next((r for r in rows if r["kind"] == kind and r["size"] == size and all(r.get(k) == v for k, v in match.items())
+        """The row of that kind and size with exactly these variant keys (a value of ANY_VALUE: set to anything)."""
+        return next((r for r in rows if r["kind"] == kind and r["size"] == size
+                     and all(k in r if v is ANY_VALUE else r.get(k) == v for k, v in match.items())
                      and all(key in match or key not in r for key in VARIANT_KEYS)), None)
 
     def ratio(numerator: tuple[dict | None, str], denominator: tuple[dict | None, str]) -> float | None:
@@ -764,8 +767,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
         checkpointed = find("purld_grpo", size, K=8, checkpointing=True)  # as TRL runs by default: memory for time
-        micro = next((r for r in rows if r["kind"] == "purld_grpo" and r["size"] == size and r.get("micro_batch_size")), None)
-        dpo_micro = next((r for r in rows if r["kind"] == "purld_dpo" and r["size"] == size and r.get("micro_batch_size")), None)
+        micro = find("purld_grpo", size, K=8, micro_batch_size=ANY_VALUE)
+        dpo_micro = find("purld_dpo", size, micro_batch_size=ANY_VALUE)
         floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
         memory = "peak_gpu_mb" if any("peak_gpu_mb" in r for r in rows) else "peak_rss_mb"
         values = {

@@ -107,9 +107,10 @@ def check_launch(cfg: DictConfig) -> None:
     """
     strategy = _get(cfg, "trainer.strategy")
     name = str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy or "")
-    if "fsdp" in name.lower() and _get(cfg, "trainer.accelerator") == "cpu":
+    is_fsdp = "fsdp" in name.lower()
+    if is_fsdp and _get(cfg, "trainer.accelerator") == "cpu":
         raise ConfigError("trainer=fsdp needs GPUs (Lightning's FSDP strategy refuses the CPU); on CPU use trainer=ddp")
-    if "fsdp" in name.lower() and _get(cfg, "data.micro_batch_size") is not None:
+    if is_fsdp and _get(cfg, "data.micro_batch_size") is not None:
         raise ConfigError(
             "data.micro_batch_size is not supported with trainer=fsdp (FSDP reduces gradients in its own backward "
             "hooks); set data.micro_batch_size=null, or save memory with student.gradient_checkpointing=true"
