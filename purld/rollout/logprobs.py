@@ -8,12 +8,21 @@ position ids from the attention mask, as `generate` gives them.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from purld.students.base import activation_checkpointing_enabled
+
+try:  # transformers ≥ 5.2x: a checkpointed layer may keep a cache that it only reads
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE = hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache")
+except ImportError:
+    GradientCheckpointingLayer, _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE = None, False
 
 
 def stack_prompt_and_completion(
@@ -37,7 +46,9 @@ def completion_token_logps(
 
     Inputs: B prompts (B, L) left-padded; B·K completions (B·K, T) right-padded, K ≥ 1 per prompt in order
     (row b·K + k continues prompt b). With K > 1 each prompt is read once and its KV cache repeated K times
-    (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward.
+    (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward,
+    with or without activation checkpointing (older transformers drop the cache of checkpointed layers: there
+    each prompt is repeated K times instead).
     Returns (B·K, T) float32 log-probs in nats; padded positions hold garbage that callers mask with
     `completion_mask`.
     """
@@ -47,8 +58,7 @@ def completion_token_logps(
     K, T = N // B, completion_ids.shape[1]
     head = plain_output_head(model)
     chunked = head is not None and N * T * head.out_features > CHUNKED_LOGITS_ABOVE
-    if K > 1 and not (model.training and activation_checkpointing_enabled(model)):
-        # (Checkpointed layers run without a KV cache in training mode, so they take the full path below.)
+    if K > 1 and (_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE or not checkpointed(model)):
         first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked)
         outputs = torch.cat([first[:, None], rest[:, :-1]], dim=1)  # position t predicts token t
     else:
@@ -148,6 +158,48 @@ def token_logps_from_logits(logits: Tensor, token_ids: Tensor, temperature: floa
     return token_logits - torch.logsumexp(logits, dim=-1)
 
 
+def checkpointed(model: PreTrainedModel) -> bool:
+    """Whether this forward would run with activation checkpointing (training mode, gradients on)."""
+    return model.training and torch.is_grad_enabled() and activation_checkpointing_enabled(model)
+
+
+class ReadOnlyPrefixCache(DynamicCache):
+    """A DynamicCache that, once `read_only`, returns the stored prefix joined with each new key and value
+    states (as DynamicCache does) but keeps nothing.
+
+    Activation checkpointing replays a layer in backward; a cache that stored the continuation's states would
+    then hold them twice. Read-only, a replay reads exactly the prefix that the forward read.
+    """
+
+    read_only = False
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
+        if not self.read_only:
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        layer = self.layers[layer_idx]
+        state = dict(vars(layer))  # the layer's own update rebinds its tensors (and lengths); put them back
+        try:
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        finally:
+            vars(layer).clear()
+            vars(layer).update(state)
+
+
+@contextmanager
+def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache: bool) -> Iterator[None]:
+    """Within: the model's checkpointable layers checkpoint (or not), and keep a passed cache (or drop it, the
+    transformers default under checkpointing). Layers whose checkpointing is off are left alone."""
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    for layer in layers:
+        layer.gradient_checkpointing, layer._can_checkpoint_with_cache = checkpoint, keep_cache
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+            del layer._can_checkpoint_with_cache  # back to the class's default
+
+
 def forward_after_shared_prefix(
     model: PreTrainedModel,
     prefix_ids: Tensor,
@@ -163,39 +215,46 @@ def forward_after_shared_prefix(
     attention mask and position ids skip the holes). The prefix runs once per prompt, its KV
     cache is repeated K times, then the continuations run on top of it: the cost grows
     with K·T, not K·(L + T). Gradients flow through the repeated cache into the prefix.
+    Under activation checkpointing the prefix (B rows) runs unchecked and the continuation's
+    layers are checkpointed with the prefix cache, read-only, kept.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
     """
-    from transformers import DynamicCache
-
-    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # 5.x renamed it
+    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+    cache_argument = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"  # 5.x renamed it
     K = continuation_ids.shape[0] // prefix_ids.shape[0]
     prefix_positions = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = ReadOnlyPrefixCache(config=model.config)
+    with_checkpointing = checkpointed(model)
+    if with_checkpointing and not _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE:
+        raise RuntimeError("forward_after_shared_prefix: this transformers version drops the cache of checkpointed layers")
 
     def last_positions(output, count: int) -> Tensor:
         return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
 
-    prefix = model(
-        input_ids=prefix_ids,
-        attention_mask=prefix_mask.long(),
-        position_ids=prefix_positions,
-        use_cache=True,
-        logits_to_keep=1,
-        output_hidden_states=hidden_states,
-        **{cache_argument: cache},
-    )
+    with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
+        prefix = model(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask.long(),
+            position_ids=prefix_positions,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=hidden_states,
+            **{cache_argument: cache},
+        )
     cache.batch_repeat_interleave(K)
+    cache.read_only = True
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask], dim=1).long()
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_ids.shape[1] :]
-    continuation = model(
-        input_ids=continuation_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1 if hidden_states else logits_to_keep,  # hidden states: no (N, n, V) logits
-        output_hidden_states=hidden_states,
-        **{cache_argument: cache},
-    )
+    with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():
+        continuation = model(
+            input_ids=continuation_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1 if hidden_states else logits_to_keep,  # hidden states: no (N, n, V) logits
+            output_hidden_states=hidden_states,
+            **{cache_argument: cache},
+        )
     return last_positions(prefix, 1)[:, -1].repeat_interleave(K, 0), last_positions(continuation, logits_to_keep)

@@ -45,5 +45,9 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
 
 
 def activation_checkpointing_enabled(model: PreTrainedModel) -> bool:
-    name = "is_activation_checkpointing" if hasattr(model, "activation_checkpointing_enable") else "is_gradient_checkpointing"
-    return bool(getattr(model, name, False))
+    # The new name first: a PEFT wrapper forwards both to its base model, where the old one warns it is deprecated.
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        enabled = getattr(model, name, None)
+        if enabled is not None:
+            return bool(enabled)
+    return False

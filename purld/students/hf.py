@@ -14,6 +14,7 @@ PU-RLD starts with fresh ones (`merge_warm_start`), so that the reference
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ class LoRAStudent(HFStudent):
 
         target = self.lora_kwargs["target_modules"]
         config = LoraConfig(task_type="CAUSAL_LM", **{**self.lora_kwargs, "target_modules": target if isinstance(target, str) else list(target)})
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft reads transformers' old name; nothing a user can act on
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            return get_peft_model(model, config)
 
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         model, tokenizer = super().load()

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -63,7 +65,7 @@ def _logps_and_grads(model, inputs, temperature):
     model.zero_grad()
     logps = completion_token_logps(model, *inputs, temperature=temperature)
     (logps * inputs[3]).sum().backward()
-    return logps.detach(), [p.grad.clone() for p in model.parameters()]
+    return logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -87,24 +89,66 @@ def test_shared_prompt_log_probs_and_gradients_equal_the_full_forward(monkeypatc
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
 
 
-def test_gradient_checkpointing_takes_the_full_path_and_the_same_numbers(monkeypatch):
-    """Checkpointed layers run without a KV cache while training: the prompts are then repeated, not shared."""
-    from purld.rollout import logprobs
+def _checkpointed_tiny_llama(lora: bool = False):
     from purld.students.base import enable_gradient_checkpointing
     from purld.students.tiny import TinyLlamaStudent
 
     model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     inputs = _two_prompts_four_completions(tokenizer)
     model.train()
-    plain, plain_grads = _logps_and_grads(model, inputs, 1.0)
+    plain = _logps_and_grads(model, inputs, 1.0)
     enable_gradient_checkpointing(model)
-    shared_calls = []
-    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", lambda *a, **k: shared_calls.append(1))
+    return model, inputs, plain
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkeypatch, lora):
+    """Checkpointed, the prompts are still read once: the prefix runs unchecked, the continuation's layers are
+    replayed in backward over the same read-only prefix cache. Same log-probs, same gradients; the layers' own
+    checkpointing settings are back as they were afterwards."""
+    from purld.rollout import logprobs
+
+    model, inputs, (plain, plain_grads) = _checkpointed_tiny_llama(lora)
+    layers = model.get_decoder().layers
+    checkpointed_calls = []
+    for layer in layers:
+        monkeypatch.setattr(layer, "_gradient_checkpointing_func", _counting(layer._gradient_checkpointing_func, checkpointed_calls))
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
+    checkpointed, checkpointed_grads = _logps_and_grads(model, inputs, 1.0)
+    assert len(shared_calls) == 1 and len(checkpointed_calls) == len(layers)  # the continuation's layers only
+    assert torch.allclose(plain[inputs[3]], checkpointed[inputs[3]], atol=1e-5)
+    for a, b in zip(checkpointed_grads, plain_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache for layer in layers)
+
+
+def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
+    """Where checkpointed layers drop the cache (transformers before `_can_checkpoint_with_cache`), the prompts
+    are repeated K times instead: the same numbers."""
+    from purld.rollout import logprobs
+
+    model, inputs, (plain, plain_grads) = _checkpointed_tiny_llama()
+    monkeypatch.setattr(logprobs, "_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE", False)
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
     checkpointed, checkpointed_grads = _logps_and_grads(model, inputs, 1.0)
     assert not shared_calls
     assert torch.allclose(plain[inputs[3]], checkpointed[inputs[3]], atol=1e-5)
     for a, b in zip(checkpointed_grads, plain_grads):
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return counted
 
 
 def test_completions_must_split_evenly_over_the_prompts(student):
@@ -132,7 +176,7 @@ def test_chunked_output_head_matches_full_logits(student, monkeypatch, temperatu
         model.zero_grad()
         logps = completion_token_logps(model, *inputs, temperature=temperature)
         (logps * completion_mask).sum().backward()
-        return logps.detach(), [p.grad.clone() for p in model.parameters()]
+        return logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     full, full_grads = logps_and_grads()
     monkeypatch.setattr(logprobs, "CHUNKED_LOGITS_ABOVE", 0)
