@@ -3,8 +3,9 @@
 The judge prompt (`template`, holding the prompt, the anchor as the reference
 and one candidate) is read by the student itself, and the score is
 `log p(yes_token) − log p(no_token)` from its next-token logits. The text before
-the candidate is read once per prompt (its KV cache shared by the K candidates);
-each candidate enters as the tokens the student generated. Meaningful for instruction-tuned
+the candidate is read once per prompt (its KV cache shared by the K candidates),
+and the instruction that starts it once per batch; each candidate enters as the
+tokens the student generated. Meaningful for instruction-tuned
 students; a tiny student trained from scratch judges near randomly.
 """
 
@@ -18,9 +19,13 @@ from purld.ranking.likelihood import tokenize_left_padded
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.types import Candidates, PromptBatch
 
-# The instruction comes before the candidate, in the part read once per prompt: each of the K candidates then
-# costs its own tokens and a short cue ("Reply: "), not the question again.
-DEFAULT_TEMPLATE = "Question: {prompt}\nReference answer: {anchor}\nIs the candidate answer below correct? Reply Yes or No.\nCandidate answer: {candidate}\nReply: "
+# The instruction comes first: every prompt's judge text then starts with the same tokens, read once for the
+# whole batch (`split_common_head`). The question and anchor come next, read once per prompt; each of the K
+# candidates costs its own tokens and a short cue ("Reply: ").
+DEFAULT_TEMPLATE = (
+    "Is the candidate answer correct? Reply Yes or No.\n"
+    "Question: {prompt}\nReference answer: {anchor}\nCandidate answer: {candidate}\nReply: "
+)
 
 
 class SelfJudgeRanker(Ranker):

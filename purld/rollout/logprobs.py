@@ -200,6 +200,29 @@ def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache:
             del layer._can_checkpoint_with_cache  # back to the class's default
 
 
+MIN_COMMON_HEAD = 16  # tokens that every prefix starts with, above which they are read once for the whole batch
+
+
+def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[int, Tensor]:
+    """The length h of the tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's
+    instruction — and the prefix mask without them. h stops one token short of the shortest prefix, and is 0
+    below `MIN_COMMON_HEAD` tokens (not worth a model call) or for a single prefix."""
+    B, L = prefix_ids.shape
+    lengths = prefix_mask.long().sum(-1)
+    shortest = int(lengths.min())
+    if B < 2 or shortest <= MIN_COMMON_HEAD:
+        return 0, prefix_mask
+    starts = L - lengths  # left padding: row b's tokens fill columns [starts[b], L)
+    firsts = prefix_ids.gather(1, starts[:, None] + torch.arange(shortest - 1, device=prefix_ids.device))
+    differs = (firsts != firsts[:1]).any(0)
+    head = int(differs.long().argmax()) if differs.any() else shortest - 1
+    if head < MIN_COMMON_HEAD:
+        return 0, prefix_mask
+    columns = torch.arange(L, device=prefix_ids.device)
+    in_head = (columns >= starts[:, None]) & (columns < (starts + head)[:, None])
+    return head, prefix_mask & ~in_head
+
+
 def forward_after_shared_prefix(
     model: PreTrainedModel,
     prefix_ids: Tensor,
@@ -214,8 +237,10 @@ def forward_after_shared_prefix(
     prefix (B, L) left-padded; continuation (B·K, T), K per prefix, padded either side (the
     attention mask and position ids skip the holes). The prefix runs once per prompt, its KV
     cache is repeated K times, then the continuations run on top of it: the cost grows
-    with K·T, not K·(L + T). Gradients flow through the repeated cache into the prefix.
-    Under activation checkpointing the prefix (B rows) runs unchecked and the continuation's
+    with K·T, not K·(L + T). Tokens that every prefix starts with (`split_common_head`: a
+    system prompt, a judge's instruction) run once for the whole batch, their cache repeated B
+    times. Gradients flow through the repeated caches into the prefixes.
+    Under activation checkpointing the prefixes (1 and B rows) run unchecked and the continuation's
     layers are checkpointed with the prefix cache, read-only, kept.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
@@ -223,38 +248,42 @@ def forward_after_shared_prefix(
     """
     base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
     cache_argument = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"  # 5.x renamed it
-    K = continuation_ids.shape[0] // prefix_ids.shape[0]
-    prefix_positions = (prefix_mask.long().cumsum(-1) - 1).clamp(min=0)
+    B, K = prefix_ids.shape[0], continuation_ids.shape[0] // prefix_ids.shape[0]
     cache = ReadOnlyPrefixCache(config=model.config)
     with_checkpointing = checkpointed(model)
     if with_checkpointing and not _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE:
         raise RuntimeError("forward_after_shared_prefix: this transformers version drops the cache of checkpointed layers")
 
-    def last_positions(output, count: int) -> Tensor:
-        return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
-
-    with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
-        prefix = model(
-            input_ids=prefix_ids,
-            attention_mask=prefix_mask.long(),
-            position_ids=prefix_positions,
-            use_cache=True,
-            logits_to_keep=1,
-            output_hidden_states=hidden_states,
-            **{cache_argument: cache},
-        )
-    cache.batch_repeat_interleave(K)
-    cache.read_only = True
-    attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask], dim=1).long()
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_ids.shape[1] :]
-    with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():
-        continuation = model(
-            input_ids=continuation_ids,
+    def run(input_ids: Tensor, attention_mask: Tensor, keep: int):
+        """One forward on top of the cache; the mask covers the cached tokens and these, positions skip the holes."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        return model(
+            input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1 if hidden_states else logits_to_keep,  # hidden states: no (N, n, V) logits
+            logits_to_keep=1 if hidden_states else keep,  # hidden states: no (N, n, V) logits
             output_hidden_states=hidden_states,
             **{cache_argument: cache},
         )
+
+    def last_positions(output, count: int) -> Tensor:
+        return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
+
+    head, rest_mask = split_common_head(prefix_ids, prefix_mask)
+    prefix_mask = prefix_mask.long()
+    with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
+        if head:
+            start = int(prefix_mask[0].argmax())  # row 0's first token
+            run(prefix_ids[:1, start : start + head], prefix_mask.new_ones(1, head), keep=1)
+            cache.batch_repeat_interleave(B)
+            # Past the longest prefix's head, every row's rest (left-padded, its own head masked out).
+            width = prefix_ids.shape[1] - int(prefix_mask.sum(-1).max()) + head
+            prefix_ids, prefix_mask = prefix_ids[:, width:], torch.cat([prefix_mask.new_ones(B, head), rest_mask[:, width:].long()], 1)
+        prefix = run(prefix_ids, prefix_mask, keep=1)
+    cache.batch_repeat_interleave(K)
+    cache.read_only = True
+    attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)
+    with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():
+        continuation = run(continuation_ids, attention_mask, keep=logits_to_keep)
     return last_positions(prefix, 1)[:, -1].repeat_interleave(K, 0), last_positions(continuation, logits_to_keep)

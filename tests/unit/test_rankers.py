@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -127,6 +129,16 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
         logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
     yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
     assert torch.allclose(scores.flatten(), logps[:, yes] - logps[:, no], atol=1e-5)
+
+
+def test_self_judge_config_holds_the_default_template_whose_instruction_is_shared_by_every_prompt():
+    from omegaconf import OmegaConf
+
+    from purld.rollout.logprobs import MIN_COMMON_HEAD
+    from purld.ranking.self_judge import DEFAULT_TEMPLATE
+
+    assert OmegaConf.load(Path(__file__).parents[2] / "conf" / "ranker" / "self_judge.yaml").template == DEFAULT_TEMPLATE
+    assert len(DEFAULT_TEMPLATE.split("{prompt}")[0]) > 4 * MIN_COMMON_HEAD  # characters; read once per batch
 
 
 def test_likelihood_under_another_judge_ignores_the_samplers_log_probs(scored):

@@ -151,6 +151,55 @@ def _counting(function, calls: list):
     return counted
 
 
+def _prompts_with_a_common_head(tokenizer):
+    """Three prompts of different lengths behind one 20-character instruction, two completions each."""
+    head = "Answer the sum now: "
+    prompts = tokenizer([head + p for p in ["12+5=", "3+4=", "999+1="]], padding=True, padding_side="left",
+                        add_special_tokens=False, return_tensors="pt")
+    completions = tokenizer([t + tokenizer.eos_token for t in ["17", "x", "7", "yyyy", "1000", "z"]], padding=True,
+                            padding_side="right", add_special_tokens=False, return_tensors="pt")
+    return prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], completions["attention_mask"].bool()
+
+
+def test_split_common_head_finds_the_shared_tokens_of_left_padded_prefixes(student):
+    from purld.rollout.logprobs import MIN_COMMON_HEAD, split_common_head
+
+    _, tokenizer = student
+    prompt_ids, prompt_mask, _, _ = _prompts_with_a_common_head(tokenizer)
+    head, rest_mask = split_common_head(prompt_ids, prompt_mask)
+    assert head == len("Answer the sum now: ") >= MIN_COMMON_HEAD  # one token per character
+    assert (rest_mask.sum(-1) == prompt_mask.sum(-1) - head).all()
+    assert tokenizer.decode(prompt_ids[1][rest_mask[1]]) == "3+4="
+    short_head, _ = split_common_head(prompt_ids[:, -8:], prompt_mask[:, -8:])
+    assert short_head == 0  # fewer shared tokens than MIN_COMMON_HEAD: not worth a model call
+    assert split_common_head(prompt_ids[:1], prompt_mask[:1])[0] == 0
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_common_head_is_read_once_with_the_same_numbers(monkeypatch, checkpointing):
+    """Prefixes that start alike (a system prompt, a judge's instruction): the head runs once for the batch,
+    then each prompt's rest, then the completions. Same log-probs and gradients as reading every prefix whole."""
+    from purld.rollout import logprobs
+    from purld.students.base import enable_gradient_checkpointing
+    from purld.students.tiny import TinyLlamaStudent
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model.train()
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    inputs = _prompts_with_a_common_head(tokenizer)
+    heads = []
+    split = logprobs.split_common_head
+    monkeypatch.setattr(logprobs, "split_common_head", lambda *a: heads.append(split(*a)[0]) or split(*a))
+    shared, shared_grads = _logps_and_grads(model, inputs, 0.7)
+    monkeypatch.setattr(logprobs, "MIN_COMMON_HEAD", 10**6)
+    whole, whole_grads = _logps_and_grads(model, inputs, 0.7)
+    assert heads[0] == 20 and heads[1] == 0
+    assert torch.allclose(shared[inputs[3]], whole[inputs[3]], atol=1e-5)
+    for a, b in zip(shared_grads, whole_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
 def test_completions_must_split_evenly_over_the_prompts(student):
     model, tokenizer = student
     prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
