@@ -200,23 +200,23 @@ def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache:
             del layer._can_checkpoint_with_cache  # back to the class's default
 
 
-MIN_COMMON_HEAD = 16  # tokens that every prefix starts with, above which they are read once for the whole batch
+MIN_TOKENS_SAVED = 64  # (B − 1)·h: below, a common head of h tokens is not worth its own model call
 
 
 def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[int, Tensor]:
     """The length h of the tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's
     instruction — and the prefix mask without them. h stops one token short of the shortest prefix, and is 0
-    below `MIN_COMMON_HEAD` tokens (not worth a model call) or for a single prefix."""
+    when reading the head once would save fewer than `MIN_TOKENS_SAVED` token positions."""
     B, L = prefix_ids.shape
     lengths = prefix_mask.long().sum(-1)
     shortest = int(lengths.min())
-    if B < 2 or shortest <= MIN_COMMON_HEAD:
+    if (B - 1) * (shortest - 1) < MIN_TOKENS_SAVED:
         return 0, prefix_mask
     starts = L - lengths  # left padding: row b's tokens fill columns [starts[b], L)
     firsts = prefix_ids.gather(1, starts[:, None] + torch.arange(shortest - 1, device=prefix_ids.device))
     differs = (firsts != firsts[:1]).any(0)
     head = int(differs.long().argmax()) if differs.any() else shortest - 1
-    if head < MIN_COMMON_HEAD:
+    if (B - 1) * head < MIN_TOKENS_SAVED:
         return 0, prefix_mask
     columns = torch.arange(L, device=prefix_ids.device)
     in_head = (columns >= starts[:, None]) & (columns < (starts + head)[:, None])

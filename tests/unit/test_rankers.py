@@ -105,9 +105,12 @@ def test_embedding_works_offline_and_prefers_the_anchor(scored, monkeypatch):
     assert (scores[:, 0:1] >= scores[:, 1:] - 1e-5).all()
 
 
-def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
-    """The KV-shared judge equals one forward pass over each full judge prompt (char tokenizer: same tokens)."""
+def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt(monkeypatch):
+    """The KV-shared judge (its instruction read once for the batch, each prompt's question and anchor once for
+    its candidates) equals one forward pass over each full judge prompt (char tokenizer: same tokens)."""
     from purld.ranking.base import RankingContext
+    from purld.rollout import logprobs
+    from purld.rollout.logprobs import split_common_head
     from purld.ranking.likelihood import tokenize_left_padded
     from purld.ranking.self_judge import DEFAULT_TEMPLATE, SelfJudgeRanker
     from purld.rollout.sampler import candidates_from_texts
@@ -116,11 +119,14 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
 
     model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
     model.eval()
-    examples = [Example(prompt_id="a", prompt="12+5=", reference="17"), Example(prompt_id="b", prompt="999+1=", reference="1000")]
-    texts = [["17", "18 is it"], ["1000", "no idea"]]
-    empty = torch.zeros(2, 1, dtype=torch.long)
-    batch = PromptBatch(examples=examples, anchors=["17", "1000"], prompt_ids=empty, prompt_mask=empty.bool(), anchor_ids=empty, anchor_mask=empty.bool())
+    examples = [Example(prompt_id="a", prompt="12+5=", reference="17"), Example(prompt_id="b", prompt="999+1=", reference="1000"),
+                Example(prompt_id="c", prompt="3+4=", reference="7")]
+    texts = [["17", "18 is it"], ["1000", "no idea"], ["7", "seven"]]
+    empty = torch.zeros(3, 1, dtype=torch.long)
+    batch = PromptBatch(examples=examples, anchors=["17", "1000", "7"], prompt_ids=empty, prompt_mask=empty.bool(), anchor_ids=empty, anchor_mask=empty.bool())
     ranker = SelfJudgeRanker()
+    heads = []
+    monkeypatch.setattr(logprobs, "split_common_head", lambda *a: heads.append(split_common_head(*a)[0]) or split_common_head(*a))
     with torch.no_grad():
         scores = ranker.score(batch, candidates_from_texts(tokenizer, texts, "cpu"), RankingContext(task=None, model=model, tokenizer=tokenizer))
         prompts = [DEFAULT_TEMPLATE.format(prompt=e.prompt, anchor=e.reference, candidate=t) for e, row in zip(examples, texts) for t in row]
@@ -129,16 +135,15 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
         logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
     yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
     assert torch.allclose(scores.flatten(), logps[:, yes] - logps[:, no], atol=1e-5)
+    assert heads == [len(DEFAULT_TEMPLATE.split("{prompt}")[0])]  # the instruction, one token per character
 
 
-def test_self_judge_config_holds_the_default_template_whose_instruction_is_shared_by_every_prompt():
+def test_self_judge_config_holds_the_default_template():
     from omegaconf import OmegaConf
 
-    from purld.rollout.logprobs import MIN_COMMON_HEAD
     from purld.ranking.self_judge import DEFAULT_TEMPLATE
 
     assert OmegaConf.load(Path(__file__).parents[2] / "conf" / "ranker" / "self_judge.yaml").template == DEFAULT_TEMPLATE
-    assert len(DEFAULT_TEMPLATE.split("{prompt}")[0]) > 4 * MIN_COMMON_HEAD  # characters; read once per batch
 
 
 def test_likelihood_under_another_judge_ignores_the_samplers_log_probs(scored):

@@ -152,8 +152,8 @@ def _counting(function, calls: list):
 
 
 def _prompts_with_a_common_head(tokenizer):
-    """Three prompts of different lengths behind one 20-character instruction, two completions each."""
-    head = "Answer the sum now: "
+    """Three prompts of different lengths behind one 40-character instruction, two completions each."""
+    head = "Answer the following sum, and be quick: "
     prompts = tokenizer([head + p for p in ["12+5=", "3+4=", "999+1="]], padding=True, padding_side="left",
                         add_special_tokens=False, return_tensors="pt")
     completions = tokenizer([t + tokenizer.eos_token for t in ["17", "x", "7", "yyyy", "1000", "z"]], padding=True,
@@ -162,16 +162,18 @@ def _prompts_with_a_common_head(tokenizer):
 
 
 def test_split_common_head_finds_the_shared_tokens_of_left_padded_prefixes(student):
-    from purld.rollout.logprobs import MIN_COMMON_HEAD, split_common_head
+    from purld.rollout.logprobs import MIN_TOKENS_SAVED, split_common_head
 
     _, tokenizer = student
     prompt_ids, prompt_mask, _, _ = _prompts_with_a_common_head(tokenizer)
     head, rest_mask = split_common_head(prompt_ids, prompt_mask)
-    assert head == len("Answer the sum now: ") >= MIN_COMMON_HEAD  # one token per character
+    assert head == len("Answer the following sum, and be quick: ")  # one token per character
+    assert 2 * head >= MIN_TOKENS_SAVED
     assert (rest_mask.sum(-1) == prompt_mask.sum(-1) - head).all()
     assert tokenizer.decode(prompt_ids[1][rest_mask[1]]) == "3+4="
-    short_head, _ = split_common_head(prompt_ids[:, -8:], prompt_mask[:, -8:])
-    assert short_head == 0  # fewer shared tokens than MIN_COMMON_HEAD: not worth a model call
+    short = tokenizer(["Answer the sum now: 12+5=", "Answer the sum now: 3+4=", "Answer the sum now: 999+1="],
+                      padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    assert split_common_head(short["input_ids"], short["attention_mask"].bool())[0] == 0  # 2 × 20 tokens saved: not worth it
     assert split_common_head(prompt_ids[:1], prompt_mask[:1])[0] == 0
 
 
@@ -192,9 +194,9 @@ def test_a_common_head_is_read_once_with_the_same_numbers(monkeypatch, checkpoin
     split = logprobs.split_common_head
     monkeypatch.setattr(logprobs, "split_common_head", lambda *a: heads.append(split(*a)[0]) or split(*a))
     shared, shared_grads = _logps_and_grads(model, inputs, 0.7)
-    monkeypatch.setattr(logprobs, "MIN_COMMON_HEAD", 10**6)
+    monkeypatch.setattr(logprobs, "MIN_TOKENS_SAVED", 10**6)
     whole, whole_grads = _logps_and_grads(model, inputs, 0.7)
-    assert heads[0] == 20 and heads[1] == 0
+    assert heads[0] == 40 and heads[1] == 0
     assert torch.allclose(shared[inputs[3]], whole[inputs[3]], atol=1e-5)
     for a, b in zip(shared_grads, whole_grads):
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
