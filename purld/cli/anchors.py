@@ -11,12 +11,16 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
+from purld.cli.checks import check_config, reported_errors
 from purld.cli.report import print_metrics
 from purld.cli.train import CONFIG_DIR
 
 
 def fill_anchors(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)
+    # Imported once the config is checked (torch, transformers): a bad config fails at once.
+    from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir
+
     parts = build_components(cfg)
     quiet_libraries()
     heldout = parts.task.examples("heldout")[: cfg.eval.num_prompts]

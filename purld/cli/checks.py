@@ -6,6 +6,9 @@ is allowed; `purld-*` print it and exit with status 2, no stack trace.
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +128,32 @@ def check_launch(cfg: DictConfig) -> None:
             f"trainer.strategy={name} starts one process per device by re-running the command, which a -m sweep "
             "cannot do; sweep with hydra/launcher=slurm (one SLURM job per run), or run the jobs one by one without -m"
         )
+
+
+def reported_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn the failures a user acts on into one line on stderr and an exit status, no traceback.
+
+    ConfigError → status 2 (nothing was loaded). TeacherError → status 1; every
+    answer received before it is already committed to the anchor cache.
+    """
+
+    @functools.wraps(run)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return run(cfg)
+        except ConfigError as error:
+            print(f"purld: invalid config: {error}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as error:
+            from purld.teachers.base import TeacherError  # the teachers import torch: only once something failed
+
+            if not isinstance(error, TeacherError):
+                raise
+            print(
+                f"purld: {error}. Every answer received before it is kept in {cfg.anchors.cache_path}; "
+                "rerun to continue (cached prompts are not asked again), or set teacher.on_error=skip",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+
+    return wrapper

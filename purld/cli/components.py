@@ -7,11 +7,8 @@ load weights.
 
 from __future__ import annotations
 
-import functools
 import logging
-import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from purld.ranking.base import Ranker
 from purld.rollout.sampler import Sampler
 from purld.students.base import Student
 from purld.tasks.base import Task
-from purld.teachers.base import Teacher, TeacherError
+from purld.teachers.base import Teacher
 
 GROUPS = ("task", "teacher", "student", "rollout", "ranker", "loss", "trainer", "logger", "experiment")
 
@@ -107,28 +104,3 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # "Writing model shards" when saving the student
-
-
-def reported_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn the failures a user acts on into one line on stderr and an exit status, no traceback.
-
-    ConfigError → status 2 (nothing was loaded). TeacherError → status 1; every
-    answer received before it is already committed to the anchor cache.
-    """
-
-    @functools.wraps(run)
-    def wrapper(cfg: DictConfig) -> Any:
-        try:
-            return run(cfg)
-        except ConfigError as error:
-            print(f"purld: invalid config: {error}", file=sys.stderr)
-            sys.exit(2)
-        except TeacherError as error:
-            print(
-                f"purld: {error}. Every answer received before it is kept in {cfg.anchors.cache_path}; "
-                "rerun to continue (cached prompts are not asked again), or set teacher.on_error=skip",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-
-    return wrapper

@@ -13,12 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from purld.cli.checks import ConfigError
-from purld.cli.components import build_components, key_choices, quiet_libraries, reported_errors, run_dir
+from purld.cli.checks import ConfigError, check_config, reported_errors
 from purld.cli.report import print_metrics
-from purld.cli.train import CONFIG_DIR, load_student, make_datamodule
-from purld.eval.evaluate import evaluate
-from purld.students.hf import HFStudent
+from purld.cli.train import CONFIG_DIR
 
 
 def load_saved_student(checkpoint: str | Path):
@@ -28,10 +25,18 @@ def load_saved_student(checkpoint: str | Path):
         path = path / "student"
     if not any((path / name).exists() for name in ("config.json", "adapter_config.json")):
         raise ConfigError(f"checkpoint={str(checkpoint)!r}: no saved model (config.json or adapter_config.json) in {path}")
+    from purld.students.hf import HFStudent
+
     return HFStudent(str(path)).load()
 
 
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)
+    # Imported once the config is checked (torch, Lightning, transformers): a bad config fails at once.
+    from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir
+    from purld.cli.pipeline import load_student, make_datamodule
+    from purld.eval.evaluate import evaluate
+
     parts = build_components(cfg)
     quiet_libraries()
     model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)

@@ -12,11 +12,8 @@ is repeated) and W&B logs to the same run id.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from purld.cli.checks import ConfigError
@@ -24,16 +21,6 @@ from purld.cli.checks import ConfigError
 # Keys a resumed run may change: how long it trains, how it checkpoints and logs. Anything
 # else would make the resumed run a different experiment from the one in its directory.
 RESUMABLE_OVERRIDES = ("resume", "trainer.max_steps", "checkpointing.", "samples.", "logger.", "hydra.")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to `<path>.tmp`, then rename: a checkpoint on disk is always complete."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        super().save_checkpoint(checkpoint, temporary, storage_options)
-        os.replace(temporary, path)
 
 
 def stage_checkpoint(run_dir: Path, stage: str) -> Path:

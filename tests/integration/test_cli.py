@@ -119,6 +119,23 @@ def test_bad_values_fail_fast_without_traceback(overrides, expected, tmp_path):
     assert not (run_dir / "student").exists()
 
 
+@pytest.mark.parametrize("entry", ["train", "eval", "anchors"])
+def test_a_bad_config_fails_before_torch_is_imported(entry):
+    """The entry points check the config before importing torch, Lightning or transformers: a bad override
+    costs the user a second, not the seconds those imports take."""
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['purld-{entry}', 'rollout.num_candidates=1']\n"
+        "try:\n"
+        f"    runpy.run_module('purld.cli.{entry}', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, sorted({'torch', 'lightning', 'transformers'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=WORKDIR)
+    assert result.stdout.split("\n")[-2] == "2 []", result.stdout + result.stderr
+    assert "rollout.num_candidates=1 is invalid" in result.stderr
+
+
 def test_unknown_option_lists_the_available_ones(tmp_path):
     result = run("train", "loss=ppo", check=False)
     assert result.returncode != 0
