@@ -47,8 +47,8 @@ def completion_token_logps(
     Inputs: B prompts (B, L) left-padded; B·K completions (B·K, T) right-padded, K ≥ 1 per prompt in order
     (row b·K + k continues prompt b). With K > 1 each prompt is read once and its KV cache repeated K times
     (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward,
-    with or without activation checkpointing (older transformers drop the cache of checkpointed layers: there
-    each prompt is repeated K times instead).
+    with or without transformers' activation checkpointing. Each prompt is repeated K times instead where
+    checkpointed layers would drop or rewrite the cache: older transformers, torch's `checkpoint_wrapper`.
     Returns (B·K, T) float32 log-probs in nats; padded positions hold garbage that callers mask with
     `completion_mask`.
     """
@@ -58,7 +58,7 @@ def completion_token_logps(
     K, T = N // B, completion_ids.shape[1]
     head = plain_output_head(model)
     chunked = head is not None and N * T * head.out_features > CHUNKED_LOGITS_ABOVE
-    if K > 1 and (_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE or not checkpointed(model)):
+    if K > 1 and (_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE or not checkpointed(model)) and not wrapped_for_checkpointing(model):
         first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked)
         outputs = torch.cat([first[:, None], rest[:, :-1]], dim=1)  # position t predicts token t
     else:
@@ -159,8 +159,15 @@ def token_logps_from_logits(logits: Tensor, token_ids: Tensor, temperature: floa
 
 
 def checkpointed(model: PreTrainedModel) -> bool:
-    """Whether this forward would run with activation checkpointing (training mode, gradients on)."""
+    """Whether this forward would run with transformers' activation checkpointing (training mode, gradients on)."""
     return model.training and torch.is_grad_enabled() and activation_checkpointing_enabled(model)
+
+
+def wrapped_for_checkpointing(model: PreTrainedModel) -> bool:
+    """Whether torch's `checkpoint_wrapper` wraps some layers (e.g. Lightning FSDP's `activation_checkpointing_policy`)
+    while gradients are on: those replay the prompt's pass too, which would write the shared cache again, so the
+    prompts are repeated instead. (Matched by name: the class sits in a private torch module.)"""
+    return torch.is_grad_enabled() and any(type(m).__name__ == "CheckpointWrapper" for m in model.modules())
 
 
 class ReadOnlyPrefixCache(DynamicCache):

@@ -143,6 +143,28 @@ def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
 
 
+def test_torch_checkpoint_wrapper_repeats_the_prompts(monkeypatch):
+    """Layers wrapped by torch's checkpoint_wrapper (Lightning FSDP's activation_checkpointing_policy) replay the
+    prompt's pass in backward as well: the prompts are repeated instead of shared, with the same numbers."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from purld.rollout import logprobs
+    from purld.students.tiny import TinyLlamaStudent
+
+    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    inputs = _two_prompts_four_completions(tokenizer)
+    model.train()
+    plain, plain_grads = _logps_and_grads(model, inputs, 1.0)
+    apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, LlamaDecoderLayer))
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
+    wrapped, wrapped_grads = _logps_and_grads(model, inputs, 1.0)
+    assert not shared_calls
+    assert torch.allclose(plain[inputs[3]], wrapped[inputs[3]], atol=1e-5)
+    for a, b in zip(wrapped_grads, plain_grads):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
 def _counting(function, calls: list):
     def counted(*args, **kwargs):
         calls.append(1)
