@@ -58,7 +58,7 @@ def completion_token_logps(
     K, T = N // B, completion_ids.shape[1]
     head = plain_output_head(model)
     chunked = head is not None and N * T * head.out_features > CHUNKED_LOGITS_ABOVE
-    if K > 1 and (_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE or not checkpointed(model)) and not wrapped_for_checkpointing(model):
+    if K > 1 and prompts_can_be_shared(model):
         first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked)
         outputs = torch.cat([first[:, None], rest[:, :-1]], dim=1)  # position t predicts token t
     else:
@@ -163,11 +163,15 @@ def checkpointed(model: PreTrainedModel) -> bool:
     return model.training and torch.is_grad_enabled() and activation_checkpointing_enabled(model)
 
 
-def wrapped_for_checkpointing(model: PreTrainedModel) -> bool:
-    """Whether torch's `checkpoint_wrapper` wraps some layers (e.g. Lightning FSDP's `activation_checkpointing_policy`)
-    while gradients are on: those replay the prompt's pass too, which would write the shared cache again, so the
-    prompts are repeated instead. (Matched by name: the class sits in a private torch module.)"""
-    return torch.is_grad_enabled() and any(type(m).__name__ == "CheckpointWrapper" for m in model.modules())
+def prompts_can_be_shared(model: PreTrainedModel) -> bool:
+    """Whether `forward_after_shared_prefix` may run this model: not where checkpointed layers would drop the
+    cache (transformers before `_can_checkpoint_with_cache`), nor while gradients are on through torch's
+    `checkpoint_wrapper` (e.g. Lightning FSDP's `activation_checkpointing_policy`), which replays the prompt's
+    pass too and would write the shared cache again. (The wrapper is matched by name: its class sits in a
+    private torch module.)"""
+    if checkpointed(model) and not _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE:
+        return False
+    return not (torch.is_grad_enabled() and any(type(m).__name__ == "CheckpointWrapper" for m in model.modules()))
 
 
 class ReadOnlyPrefixCache(DynamicCache):
@@ -210,24 +214,28 @@ def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache:
 MIN_TOKENS_SAVED = 64  # (B − 1)·h: below, a common head of h tokens is not worth its own model call
 
 
-def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[int, Tensor]:
-    """The length h of the tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's
-    instruction — and the prefix mask without them. h stops one token short of the shortest prefix, and is 0
-    when reading the head once would save fewer than `MIN_TOKENS_SAVED` token positions."""
+def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The h tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's instruction —
+    as (1, h) ids, and the rest of each prefix, left-padded, (B, L′) ids and bool mask. h stops one token short of
+    the shortest prefix, and is 0 (the prefixes returned whole) when reading the head once would save fewer than
+    `MIN_TOKENS_SAVED` token positions."""
     B, L = prefix_ids.shape
     lengths = prefix_mask.long().sum(-1)
     shortest = int(lengths.min())
+    no_head = prefix_ids[:1, :0], prefix_ids, prefix_mask
     if (B - 1) * (shortest - 1) < MIN_TOKENS_SAVED:
-        return 0, prefix_mask
+        return no_head
     starts = L - lengths  # left padding: row b's tokens fill columns [starts[b], L)
     firsts = prefix_ids.gather(1, starts[:, None] + torch.arange(shortest - 1, device=prefix_ids.device))
     differs = (firsts != firsts[:1]).any(0)
     head = int(differs.long().argmax()) if differs.any() else shortest - 1
     if (B - 1) * head < MIN_TOKENS_SAVED:
-        return 0, prefix_mask
+        return no_head
     columns = torch.arange(L, device=prefix_ids.device)
     in_head = (columns >= starts[:, None]) & (columns < (starts + head)[:, None])
-    return head, prefix_mask & ~in_head
+    first = L - int(lengths.max()) + head  # the first column past the longest prefix's head
+    head_ids = prefix_ids[:1, int(starts[0]) : int(starts[0]) + head]
+    return head_ids, prefix_ids[:, first:], (prefix_mask & ~in_head)[:, first:]
 
 
 def forward_after_shared_prefix(
@@ -257,9 +265,9 @@ def forward_after_shared_prefix(
     cache_argument = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"  # 5.x renamed it
     B, K = prefix_ids.shape[0], continuation_ids.shape[0] // prefix_ids.shape[0]
     cache = ReadOnlyPrefixCache(config=model.config)
+    if not prompts_can_be_shared(model):
+        raise RuntimeError("forward_after_shared_prefix: this model's checkpointed layers would drop or rewrite the cache")
     with_checkpointing = checkpointed(model)
-    if with_checkpointing and not _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE:
-        raise RuntimeError("forward_after_shared_prefix: this transformers version drops the cache of checkpointed layers")
 
     def run(input_ids: Tensor, attention_mask: Tensor, keep: int):
         """One forward on top of the cache; the mask covers the cached tokens and these, positions skip the holes."""
@@ -277,16 +285,13 @@ def forward_after_shared_prefix(
     def last_positions(output, count: int) -> Tensor:
         return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
 
-    head, rest_mask = split_common_head(prefix_ids, prefix_mask)
-    prefix_mask = prefix_mask.long()
+    head_ids, prefix_ids, prefix_mask = split_common_head(prefix_ids, prefix_mask)
+    head_mask = prefix_mask.new_ones(1, head_ids.shape[1])
+    prefix_mask = torch.cat([head_mask.expand(B, -1), prefix_mask], dim=1).long()  # the cached head, then each rest
     with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
-        if head:
-            start = int(prefix_mask[0].argmax())  # row 0's first token
-            run(prefix_ids[:1, start : start + head], prefix_mask.new_ones(1, head), keep=1)
+        if head_ids.shape[1]:
+            run(head_ids, head_mask.long(), keep=1)
             cache.batch_repeat_interleave(B)
-            # Past the longest prefix's head, every row's rest (left-padded, its own head masked out).
-            width = prefix_ids.shape[1] - int(prefix_mask.sum(-1).max()) + head
-            prefix_ids, prefix_mask = prefix_ids[:, width:], torch.cat([prefix_mask.new_ones(B, head), rest_mask[:, width:].long()], 1)
         prefix = run(prefix_ids, prefix_mask, keep=1)
     cache.batch_repeat_interleave(K)
     cache.read_only = True

@@ -105,12 +105,10 @@ def test_embedding_works_offline_and_prefers_the_anchor(scored, monkeypatch):
     assert (scores[:, 0:1] >= scores[:, 1:] - 1e-5).all()
 
 
-def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt(monkeypatch):
+def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt(common_head_lengths):
     """The KV-shared judge (its instruction read once for the batch, each prompt's question and anchor once for
     its candidates) equals one forward pass over each full judge prompt (char tokenizer: same tokens)."""
     from purld.ranking.base import RankingContext
-    from purld.rollout import logprobs
-    from purld.rollout.logprobs import split_common_head
     from purld.ranking.likelihood import tokenize_left_padded
     from purld.ranking.self_judge import DEFAULT_TEMPLATE, SelfJudgeRanker
     from purld.rollout.sampler import candidates_from_texts
@@ -125,8 +123,6 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt(monkeypat
     empty = torch.zeros(3, 1, dtype=torch.long)
     batch = PromptBatch(examples=examples, anchors=["17", "1000", "7"], prompt_ids=empty, prompt_mask=empty.bool(), anchor_ids=empty, anchor_mask=empty.bool())
     ranker = SelfJudgeRanker()
-    heads = []
-    monkeypatch.setattr(logprobs, "split_common_head", lambda *a: heads.append(split_common_head(*a)[0]) or split_common_head(*a))
     with torch.no_grad():
         scores = ranker.score(batch, candidates_from_texts(tokenizer, texts, "cpu"), RankingContext(task=None, model=model, tokenizer=tokenizer))
         prompts = [DEFAULT_TEMPLATE.format(prompt=e.prompt, anchor=e.reference, candidate=t) for e, row in zip(examples, texts) for t in row]
@@ -135,7 +131,7 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt(monkeypat
         logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
     yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
     assert torch.allclose(scores.flatten(), logps[:, yes] - logps[:, no], atol=1e-5)
-    assert heads == [len(DEFAULT_TEMPLATE.split("{prompt}")[0])]  # the instruction, one token per character
+    assert common_head_lengths == [len(DEFAULT_TEMPLATE.split("{prompt}")[0])]  # the instruction, one token per character
 
 
 def test_self_judge_config_holds_the_default_template():

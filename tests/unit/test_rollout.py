@@ -68,32 +68,47 @@ def _logps_and_grads(model, inputs, temperature):
     return logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
 
+def _tiny_llama():
+    """A fresh tiny student, for tests that change its mode or its checkpointing (the session's `student` stays as is)."""
+    from purld.students.tiny import TinyLlamaStudent
+
+    return TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+
+
+def _assert_same_gradients(gradients, expected_gradients):
+    for a, b in zip(gradients, expected_gradients, strict=True):
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def _assert_same_numbers(got, expected, mask):
+    """`_logps_and_grads` results: the same log-probs where `mask` holds, and the same gradients."""
+    (logps, gradients), (expected_logps, expected_gradients) = got, expected
+    assert torch.allclose(expected_logps[mask], logps[mask], atol=1e-5)
+    _assert_same_gradients(gradients, expected_gradients)
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_shared_prompt_log_probs_and_gradients_equal_the_full_forward(monkeypatch, temperature, chunked):
     """Reading each prompt once and sharing its KV cache over K completions changes no number, nor any gradient
     (they flow back through the repeated cache into the prompt's positions)."""
     from purld.rollout import logprobs
-    from purld.students.tiny import TinyLlamaStudent
 
-    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model, tokenizer = _tiny_llama()
     model.train()
     if chunked:
         monkeypatch.setattr(logprobs, "CHUNKED_LOGITS_ABOVE", 0)
         monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 3 * model.config.vocab_size)
     prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
-    full, full_grads = _logps_and_grads(model, (prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), completion_ids, mask), temperature)
-    shared, shared_grads = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), temperature)
-    assert torch.allclose(full[mask], shared[mask], atol=1e-5)
-    for a, b in zip(shared_grads, full_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    full = _logps_and_grads(model, (prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), completion_ids, mask), temperature)
+    shared = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), temperature)
+    _assert_same_numbers(shared, full, mask)
 
 
-def _checkpointed_tiny_llama(lora: bool = False):
-    from purld.students.base import enable_gradient_checkpointing
-    from purld.students.tiny import TinyLlamaStudent
-
-    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+def _tiny_llama_and_its_numbers(lora: bool = False):
+    """A fresh tiny student in training mode (optionally under LoRA), the two-prompt inputs, and their log-probs and
+    gradients computed without checkpointing."""
+    model, tokenizer = _tiny_llama()
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -102,9 +117,7 @@ def _checkpointed_tiny_llama(lora: bool = False):
             model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     inputs = _two_prompts_four_completions(tokenizer)
     model.train()
-    plain = _logps_and_grads(model, inputs, 1.0)
-    enable_gradient_checkpointing(model)
-    return model, inputs, plain
+    return model, inputs, _logps_and_grads(model, inputs, 1.0)
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -113,18 +126,18 @@ def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkey
     replayed in backward over the same read-only prefix cache. Same log-probs, same gradients; the layers' own
     checkpointing settings are back as they were afterwards."""
     from purld.rollout import logprobs
+    from purld.students.base import enable_gradient_checkpointing
 
-    model, inputs, (plain, plain_grads) = _checkpointed_tiny_llama(lora)
+    model, inputs, plain = _tiny_llama_and_its_numbers(lora)
+    enable_gradient_checkpointing(model)
     layers = model.get_decoder().layers
     checkpointed_calls = []
     for layer in layers:
         monkeypatch.setattr(layer, "_gradient_checkpointing_func", _counting(layer._gradient_checkpointing_func, checkpointed_calls))
     monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
-    checkpointed, checkpointed_grads = _logps_and_grads(model, inputs, 1.0)
+    checkpointed = _logps_and_grads(model, inputs, 1.0)
     assert len(shared_calls) == 1 and len(checkpointed_calls) == len(layers)  # the continuation's layers only
-    assert torch.allclose(plain[inputs[3]], checkpointed[inputs[3]], atol=1e-5)
-    for a, b in zip(checkpointed_grads, plain_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    _assert_same_numbers(checkpointed, plain, inputs[3])
     assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache for layer in layers)
 
 
@@ -132,15 +145,15 @@ def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
     """Where checkpointed layers drop the cache (transformers before `_can_checkpoint_with_cache`), the prompts
     are repeated K times instead: the same numbers."""
     from purld.rollout import logprobs
+    from purld.students.base import enable_gradient_checkpointing
 
-    model, inputs, (plain, plain_grads) = _checkpointed_tiny_llama()
+    model, inputs, plain = _tiny_llama_and_its_numbers()
+    enable_gradient_checkpointing(model)
     monkeypatch.setattr(logprobs, "_CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE", False)
     monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
-    checkpointed, checkpointed_grads = _logps_and_grads(model, inputs, 1.0)
+    checkpointed = _logps_and_grads(model, inputs, 1.0)
     assert not shared_calls
-    assert torch.allclose(plain[inputs[3]], checkpointed[inputs[3]], atol=1e-5)
-    for a, b in zip(checkpointed_grads, plain_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    _assert_same_numbers(checkpointed, plain, inputs[3])
 
 
 def test_torch_checkpoint_wrapper_repeats_the_prompts(monkeypatch):
@@ -150,19 +163,13 @@ def test_torch_checkpoint_wrapper_repeats_the_prompts(monkeypatch):
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     from purld.rollout import logprobs
-    from purld.students.tiny import TinyLlamaStudent
 
-    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
-    inputs = _two_prompts_four_completions(tokenizer)
-    model.train()
-    plain, plain_grads = _logps_and_grads(model, inputs, 1.0)
+    model, inputs, plain = _tiny_llama_and_its_numbers()
     apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, LlamaDecoderLayer))
     monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
-    wrapped, wrapped_grads = _logps_and_grads(model, inputs, 1.0)
+    wrapped = _logps_and_grads(model, inputs, 1.0)
     assert not shared_calls
-    assert torch.allclose(plain[inputs[3]], wrapped[inputs[3]], atol=1e-5)
-    for a, b in zip(wrapped_grads, plain_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    _assert_same_numbers(wrapped, plain, inputs[3])
 
 
 def _counting(function, calls: list):
@@ -188,40 +195,35 @@ def test_split_common_head_finds_the_shared_tokens_of_left_padded_prefixes(stude
 
     _, tokenizer = student
     prompt_ids, prompt_mask, _, _ = _prompts_with_a_common_head(tokenizer)
-    head, rest_mask = split_common_head(prompt_ids, prompt_mask)
-    assert head == len("Answer the following sum, and be quick: ")  # one token per character
+    head_ids, rest_ids, rest_mask = split_common_head(prompt_ids, prompt_mask)
+    head = head_ids.shape[1]
+    assert tokenizer.decode(head_ids[0]) == "Answer the following sum, and be quick: "  # one token per character
     assert 2 * head >= MIN_TOKENS_SAVED
     assert (rest_mask.sum(-1) == prompt_mask.sum(-1) - head).all()
-    assert tokenizer.decode(prompt_ids[1][rest_mask[1]]) == "3+4="
+    assert tokenizer.decode(rest_ids[1][rest_mask[1]]) == "3+4="
     short = tokenizer(["Answer the sum now: 12+5=", "Answer the sum now: 3+4=", "Answer the sum now: 999+1="],
                       padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
-    assert split_common_head(short["input_ids"], short["attention_mask"].bool())[0] == 0  # 2 × 20 tokens saved: not worth it
-    assert split_common_head(prompt_ids[:1], prompt_mask[:1])[0] == 0
+    assert split_common_head(short["input_ids"], short["attention_mask"].bool())[0].shape[1] == 0  # 2 × 20 tokens saved: not worth it
+    assert split_common_head(prompt_ids[:1], prompt_mask[:1])[0].shape[1] == 0
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_a_common_head_is_read_once_with_the_same_numbers(monkeypatch, checkpointing):
+def test_a_common_head_is_read_once_with_the_same_numbers(monkeypatch, checkpointing, common_head_lengths):
     """Prefixes that start alike (a system prompt, a judge's instruction): the head runs once for the batch,
     then each prompt's rest, then the completions. Same log-probs and gradients as reading every prefix whole."""
     from purld.rollout import logprobs
     from purld.students.base import enable_gradient_checkpointing
-    from purld.students.tiny import TinyLlamaStudent
 
-    model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64).load()
+    model, tokenizer = _tiny_llama()
     model.train()
     if checkpointing:
         enable_gradient_checkpointing(model)
     inputs = _prompts_with_a_common_head(tokenizer)
-    heads = []
-    split = logprobs.split_common_head
-    monkeypatch.setattr(logprobs, "split_common_head", lambda *a: heads.append(split(*a)[0]) or split(*a))
-    shared, shared_grads = _logps_and_grads(model, inputs, 0.7)
+    shared = _logps_and_grads(model, inputs, 0.7)
     monkeypatch.setattr(logprobs, "MIN_TOKENS_SAVED", 10**6)
-    whole, whole_grads = _logps_and_grads(model, inputs, 0.7)
-    assert heads[0] == 40 and heads[1] == 0
-    assert torch.allclose(shared[inputs[3]], whole[inputs[3]], atol=1e-5)
-    for a, b in zip(shared_grads, whole_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    whole = _logps_and_grads(model, inputs, 0.7)
+    assert common_head_lengths[0] == 40 and common_head_lengths[1] == 0
+    _assert_same_numbers(shared, whole, inputs[3])
 
 
 def test_completions_must_split_evenly_over_the_prompts(student):
@@ -244,20 +246,12 @@ def test_chunked_output_head_matches_full_logits(student, monkeypatch, temperatu
     completion_mask = torch.ones_like(completion_ids, dtype=torch.bool)
     completion_mask[1, 4:] = False  # right padding
     inputs = (prompt_ids, prompt_mask, completion_ids, completion_mask)
-
-    def logps_and_grads():
-        model.zero_grad()
-        logps = completion_token_logps(model, *inputs, temperature=temperature)
-        (logps * completion_mask).sum().backward()
-        return logps.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
-
-    full, full_grads = logps_and_grads()
+    full, full_grads = _logps_and_grads(model, inputs, temperature)
     monkeypatch.setattr(logprobs, "CHUNKED_LOGITS_ABOVE", 0)
     monkeypatch.setattr(logprobs, "CHUNK_ELEMENTS", 7 * model.config.vocab_size)  # 7 rows a chunk: several chunks
-    chunked, chunked_grads = logps_and_grads()
+    chunked, chunked_grads = _logps_and_grads(model, inputs, temperature)
     assert ((chunked - full) * completion_mask).abs().max() < 1e-5
-    for a, b in zip(chunked_grads, full_grads):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    _assert_same_gradients(chunked_grads, full_grads)
 
 
 def test_output_head_with_scaled_logits_keeps_the_full_path(student, monkeypatch):
