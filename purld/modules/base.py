@@ -17,6 +17,8 @@ from contextlib import contextmanager
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -175,6 +177,24 @@ class PolicyModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """`trainer.gradient_clip_val` where Lightning's precision plugins refuse it on purld's configs:
+        - FSDP (`trainer=fsdp`): the norm is taken over the sharded gradients by the wrapped root module, as
+          torch's FSDP docs require (Lightning's FSDP plugin refuses clipping by norm, lacking that module);
+        - a fused optimizer (purld's default, as TRL's) under `bf16-mixed`: Lightning refuses it because a
+          fused step unscales the gradients itself, after clipping; bf16 has no scaler, nothing to unscale.
+        Anything else goes to Lightning (fp16's scaler with a fused optimizer is still refused there)."""
+        precision = self.trainer.precision_plugin
+        algorithm = GradClipAlgorithmType(gradient_clip_algorithm or GradClipAlgorithmType.NORM)
+        if gradient_clip_val and isinstance(precision, FSDPPrecision) and algorithm == GradClipAlgorithmType.NORM:
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+        elif gradient_clip_val and isinstance(precision, MixedPrecision) and precision.scaler is None:
+            Precision.clip_gradients(precision, optimizer, gradient_clip_val, algorithm)
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_fit_start(self) -> None:
         if self.micro_batch_size is not None and "FSDP" in type(self.trainer.strategy).__name__:
