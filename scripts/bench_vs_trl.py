@@ -20,7 +20,7 @@ these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa)
   TRL: DPOTrainer.
 - TRL runs with its own defaults except precision (it turns on gradient
   checkpointing); purld is measured without it (its default) and with
-  `student.gradient_checkpointing=true`, in separate rows, and with
+  `student.gradient_checkpointing=full` and `=selective`, in separate rows, and with
   `data.micro_batch_size` (the update in passes of that many sequences).
 - Floors, in the same precision: one plain batched `model.generate` of the same
   batch, and hand-written updates (one forward of policy and reference over
@@ -158,6 +158,17 @@ def dpo_texts(count: int, tokens: int = 32) -> list[dict[str, str]]:
     return [{"prompt": word(), "chosen": word(), "rejected": word()} for _ in range(count)]
 
 
+def purld_default_optimizer(params):
+    """`purld-train`'s PU-RLD optimizer (conf/config.yaml: fused AdamW, as TRL's default) at the harness's learning
+    rate, for purld and the floors alike."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from purld.cli.train import CONFIG_DIR
+
+    return instantiate(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").optimizer, lr=LR)(params=params)
+
+
 def median_after(times: list[float], warmup: int) -> float:
     return statistics.median(times[warmup:])
 
@@ -172,10 +183,10 @@ def precision_context(precision: str, device: str = "cpu"):
 
 # ------------------------------------------------------------- purld: GRPO step
 def purld_grpo(
-    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: bool = False,
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: str | None = None,
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
 ) -> dict:
-    torch = setup_torch(threads)
+    setup_torch(threads)
     import copy
 
     import lightning as L
@@ -193,10 +204,10 @@ def purld_grpo(
     from purld.teachers.reference import ReferenceTeacher
 
     model, tokenizer = build_model(size, device=device)
-    if checkpointing:  # student.gradient_checkpointing=true, what TRL does by default
+    if checkpointing:  # student.gradient_checkpointing=full (what TRL does by default) or selective
         from purld.students.base import enable_gradient_checkpointing
 
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, selective=checkpointing == "selective")
     task = ArithmeticTask(num_train=NUM_PROMPTS * (steps + warmup), num_heldout=1, min_digits=3, max_digits=3, seed=0)
     rankers = {"lexical": LexicalRanker, "likelihood": LikelihoodRanker, "self_judge": SelfJudgeRanker}
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,7 +225,7 @@ def purld_grpo(
             objective,
             model=model,
             tokenizer=tokenizer,
-            optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
+            optimizer=purld_default_optimizer,
             sampler=Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache),
             reference_model=copy.deepcopy(model),
             micro_batch_size=micro_batch_size,
@@ -425,7 +436,7 @@ def grpo_update_floor(
 
     model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = purld_default_optimizer(model.parameters())
     rng = random.Random(0)
     prompts = [p for p, _ in arithmetic_items(NUM_PROMPTS) for _ in range(K)]
     completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in prompts]
@@ -457,7 +468,7 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 
     model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    optimizer = purld_default_optimizer(model.parameters())
     rows = dpo_texts(NUM_PROMPTS, new_tokens)
     prompts = [r["prompt"] for r in rows] * 2
     inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], device)
@@ -491,7 +502,7 @@ def purld_dpo(
         model=model,
         tokenizer=tokenizer,
         objective=DPOObjective(beta=BETA_DPO, loss_type="sigmoid"),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
+        optimizer=purld_default_optimizer,
         reference_model=copy.deepcopy(model),
         micro_batch_size=micro_batch_size,
     ).to(device)
@@ -622,7 +633,7 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_
             specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
-            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": True}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": c} for c in ("full", "selective")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": NUM_PROMPTS * 8 // micro_batch_passes}]
             specs += [{"kind": "purld_dpo", "size": size}, {"kind": "dpo_update_floor", "size": size}]
             specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": NUM_PROMPTS * 2 // micro_batch_passes}]
@@ -766,7 +777,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         generate_static = find("generate_floor", size, cache="static")
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
-        checkpointed = find("purld_grpo", size, K=8, checkpointing=True)  # as TRL runs by default: memory for time
+        checkpointed = find("purld_grpo", size, K=8, checkpointing="full")  # as TRL runs by default: memory for time
+        selective = find("purld_grpo", size, K=8, checkpointing="selective")
         micro = find("purld_grpo", size, K=8, micro_batch_size=ANY_VALUE)
         dpo_micro = find("purld_dpo", size, micro_batch_size=ANY_VALUE)
         floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
@@ -781,6 +793,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "rollout_vs_generate_floor": ratio((purld[8], "rollout_tokens_per_s"), (generate, "tokens_per_s")),
             "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "grpo_step_ratio_selective_checkpointing": ratio((selective, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_selective_checkpointing": ratio((selective, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             # data.micro_batch_size: the update in passes of that many sequences (memory for some time)
             "grpo_step_ratio_micro_batch": ratio((micro, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_micro_batch": ratio((micro, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
@@ -813,6 +827,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
 
 HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
             "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
+            "grpo_step_ratio_selective_checkpointing", "grpo_rss_ratio_selective_checkpointing",
             "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
             "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",
             "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_cache", "dpo_gpu_memory_ratio",
@@ -869,7 +884,7 @@ def print_table(report: dict[str, Any]) -> None:
         seconds = r.get("step_s", r.get("generate_s", r.get("update_s")))
         note = f"ranker {r['ranker']}, ranking {r['ranking_fraction']:.0%}" if r.get("ranker") else ""
         if r.get("checkpointing"):
-            note = "student.gradient_checkpointing=true"
+            note = f"student.gradient_checkpointing={r['checkpointing']}"
         elif r["kind"] == "purld_grpo" and not r.get("ranker"):
             note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
         if r["kind"] == "generate_floor":

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from purld.students.base import activation_checkpointing_enabled
 
@@ -180,20 +181,43 @@ class ReadOnlyPrefixCache(DynamicCache):
 
     Activation checkpointing replays a layer in backward; a cache that stored the continuation's states would
     then hold them twice. Read-only, a replay reads exactly the prefix that the forward read.
+    `read_only_for(K)`: each prefix row is continued by K consecutive rows of the new states. Plain layers join
+    the prefix, broadcast K times, in the one copy that joining makes anyway (no K-times repeated prefix is
+    stored); other layer kinds (sliding window) get the prefix repeated and their own update.
     """
 
     read_only = False
+    repeats = 1
+
+    def read_only_for(self, repeats: int) -> None:
+        if all(type(layer) is DynamicLayer for layer in self.layers):
+            self.repeats = repeats
+        elif repeats > 1:
+            self.batch_repeat_interleave(repeats)
+        self.read_only = True
 
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
         if not self.read_only:
             return super().update(key_states, value_states, layer_idx, *args, **kwargs)
         layer = self.layers[layer_idx]
+        if type(layer) is DynamicLayer:
+            return joined_states(layer.keys, key_states, self.repeats), joined_states(layer.values, value_states, self.repeats)
         state = dict(vars(layer))  # the layer's own update rebinds its tensors (and lengths); put them back
         try:
             return super().update(key_states, value_states, layer_idx, *args, **kwargs)
         finally:
             vars(layer).clear()
             vars(layer).update(state)
+
+
+def joined_states(prefix: Tensor, new: Tensor, repeats: int) -> Tensor:
+    """prefix (B, H, L, d) and new (B·R, H, T, d), R rows per prefix row → (B·R, H, L + T, d), written once."""
+    B, H, L, D = prefix.shape
+    if repeats == 1:
+        return torch.cat([prefix, new], dim=-2)
+    T = new.shape[-2]
+    both = torch.cat([prefix[:, None].expand(B, repeats, H, L, D), new.view(B, repeats, H, T, D)], dim=3)
+    return both.view(B * repeats, H, L + T, D)
 
 
 @contextmanager
@@ -293,8 +317,7 @@ def forward_after_shared_prefix(
             run(head_ids, head_mask.long(), keep=1)
             cache.batch_repeat_interleave(B)
         prefix = run(prefix_ids, prefix_mask, keep=1)
-    cache.batch_repeat_interleave(K)
-    cache.read_only = True
+    cache.read_only_for(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)
     with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():
         continuation = run(continuation_ids, attention_mask, keep=logits_to_keep)

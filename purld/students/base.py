@@ -7,8 +7,15 @@ loading any weights.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# `student.gradient_checkpointing`: what backward recomputes. false: nothing; selective: all but the matmuls;
+# full (or true): every layer's forward.
+GRADIENT_CHECKPOINTING = (False, "selective", "full", True)
 
 
 class Student(ABC):
@@ -22,14 +29,15 @@ class Student(ABC):
         """Whether prompts are rendered through the tokenizer's chat template."""
         return False
 
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = False
 
     def apply_memory_options(self, model: PreTrainedModel) -> PreTrainedModel:
-        """`student.gradient_checkpointing`: recompute activations in backward (less memory, one more forward).
+        """`student.gradient_checkpointing`: recompute activations in backward (less memory, more compute), every
+        layer's forward (`full`) or all but its matmuls (`selective`).
 
         Active in training mode only: rollout, ranking and the reference run in eval mode without it."""
         if self.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
+            enable_gradient_checkpointing(model, selective=self.gradient_checkpointing == "selective")
         return model
 
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
@@ -37,11 +45,63 @@ class Student(ABC):
         return model
 
 
-def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+def checked_gradient_checkpointing(value: bool | str) -> bool | str:
+    """`student.gradient_checkpointing` as given, once it is one of GRADIENT_CHECKPOINTING (`true` is `full`)."""
+    if not any(value is allowed or (isinstance(allowed, str) and value == allowed) for allowed in GRADIENT_CHECKPOINTING):
+        raise ValueError(f"student.gradient_checkpointing={value!r}: allowed values are false, selective, full (or true)")
+    return value
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel, selective: bool = False) -> None:
+    """transformers' activation checkpointing on every decoder layer; `selective` keeps the matmuls' outputs."""
+    kwargs = {"use_reentrant": False, **({"context_fn": selective_checkpoint_contexts} if selective else {})}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x renamed it
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _saved_ops() -> frozenset:
+    """The matmuls (the projections' outputs) and the fused attention kernels (their output and log-sum-exp)."""
+    names = ("mm", "addmm", "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    return frozenset(getattr(torch.ops.aten, name).default for name in names if hasattr(torch.ops.aten, name))
+
+
+SAVED_BY_SELECTIVE_CHECKPOINTING = _saved_ops()
+
+
+def _save_matmul_outputs(ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_BY_SELECTIVE_CHECKPOINTING else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def selective_checkpoint_contexts() -> tuple[AbstractContextManager, AbstractContextManager]:
+    """torch's selective activation checkpointing for `student.gradient_checkpointing=selective`.
+
+    A decoder layer keeps its input and the outputs of its matmuls and fused attention; backward recomputes the
+    rest (norms, rotary embeddings, eager attention's softmax, the MLP's activation, casts) from them. Those are
+    elementwise, so the recomputation costs a few % of a step where full checkpointing costs a forward, while
+    most of the memory goes: they are most of what a layer keeps (the small bf16 harness model: 557 MB kept
+    without checkpointing). The weight-cast cache of autocast is off inside: a forward served from it and a
+    recomputation that casts again would not run the same ops, which selective checkpointing requires.
+    """
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    forward, recompute = create_selective_checkpoint_contexts(_save_matmul_outputs)
+    return _without_autocast_cache(forward), _without_autocast_cache(recompute)
+
+
+@contextmanager
+def _without_autocast_cache(inner: AbstractContextManager) -> Iterator[None]:
+    enabled = torch.is_autocast_cache_enabled()
+    torch.set_autocast_cache_enabled(False)
+    try:
+        with inner:
+            yield
+    finally:
+        torch.set_autocast_cache_enabled(enabled)
 
 
 def activation_checkpointing_enabled(model: PreTrainedModel) -> bool:

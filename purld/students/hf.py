@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from purld.students.base import Student
+from purld.students.base import Student, checked_gradient_checkpointing
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 CHAT_TEMPLATE = ("auto", "always", "never")
@@ -39,7 +39,7 @@ class HFStudent(Student):
         use_chat_template: str = "auto",
         revision: str | None = None,
         trust_remote_code: bool = False,
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: bool | str = False,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
@@ -49,7 +49,7 @@ class HFStudent(Student):
         self.tokenizer_name_or_path = tokenizer_name_or_path or model_name_or_path
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing = checked_gradient_checkpointing(gradient_checkpointing)
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(

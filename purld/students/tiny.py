@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from purld.students.base import Student
+from purld.students.base import Student, checked_gradient_checkpointing
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 ALPHABET = sorted(set(string.printable) - set("\x0b\x0c\r"))
@@ -46,7 +46,7 @@ class TinyLlamaStudent(Student):
         intermediate_size: int = 512,
         max_position_embeddings: int = 256,
         seed: int = 0,
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: bool | str = False,
         attn_implementation: str | None = None,
     ) -> None:
         self.config_kwargs = dict(
@@ -57,7 +57,7 @@ class TinyLlamaStudent(Student):
             intermediate_size=intermediate_size,
             max_position_embeddings=max_position_embeddings,
         )
-        self.seed, self.gradient_checkpointing = seed, gradient_checkpointing
+        self.seed, self.gradient_checkpointing = seed, checked_gradient_checkpointing(gradient_checkpointing)
         self.attn_implementation = attn_implementation  # None: transformers' default (sdpa)
 
     def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:

@@ -72,6 +72,14 @@ def test_two_steps_of_each_loss(loss, tmp_path, cache):
         assert "train/rewards/margins" in metrics or "pref/num_pairs" in metrics
 
 
+def test_bf16_mixed_clips_with_the_fused_optimizer_and_checkpoints_selectively(tmp_path, cache):
+    """trainer=gpu's precision on the CPU: bf16-mixed, gradient clipping and the default fused AdamW, a pair that
+    Lightning refuses by itself (it has no scaler to unscale for in bf16); selective checkpointing on."""
+    run_dir = tmp_path / "run"
+    run("train", *SMALL, cache, "trainer.precision=bf16-mixed", "student.gradient_checkpointing=selective", f"hydra.run.dir={run_dir}")
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 2
+
+
 def test_a_frozen_judge_gets_a_reference_copy_even_without_kl(tmp_path, cache):
     """ranker.judge_model=reference: the likelihood ranker reads the frozen warm start, so a reference exists at β = 0."""
     run_dir = tmp_path / "run"
@@ -108,6 +116,7 @@ def test_print_config():
         (["loss.beta=-1"], "loss.beta=-1 is invalid"),
         (["ranker=oracle"], "ranker.baseline=true"),
         (["loss.loss_type=ppo"], "loss: loss.loss_type='ppo': allowed values are grpo, bnpo, dapo, dr_grpo"),
+        (["student.gradient_checkpointing=partial"], "student.gradient_checkpointing='partial': allowed values are false, selective, full"),
     ],
 )
 def test_bad_values_fail_fast_without_traceback(overrides, expected, tmp_path):

@@ -1,3 +1,4 @@
+import copy
 import warnings
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 
 from purld.rollout import Sampler, completion_token_logps
 from purld.rollout.sampler import completion_mask_from_ids
+from purld.students import build_char_tokenizer
 
 
 def test_mask_up_to_and_including_first_eos():
@@ -120,16 +122,17 @@ def _tiny_llama_and_its_numbers(lora: bool = False):
     return model, inputs, _logps_and_grads(model, inputs, 1.0)
 
 
+@pytest.mark.parametrize("selective", [False, True])
 @pytest.mark.parametrize("lora", [False, True])
-def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkeypatch, lora):
-    """Checkpointed, the prompts are still read once: the prefix runs unchecked, the continuation's layers are
-    replayed in backward over the same read-only prefix cache. Same log-probs, same gradients; the layers' own
-    checkpointing settings are back as they were afterwards."""
+def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkeypatch, lora, selective):
+    """Checkpointed (full or selective), the prompts are still read once: the prefix runs unchecked, the
+    continuation's layers are replayed in backward over the same read-only prefix cache. Same log-probs, same
+    gradients; the layers' own checkpointing settings are back as they were afterwards."""
     from purld.rollout import logprobs
     from purld.students.base import enable_gradient_checkpointing
 
     model, inputs, plain = _tiny_llama_and_its_numbers(lora)
-    enable_gradient_checkpointing(model)
+    enable_gradient_checkpointing(model, selective=selective)
     layers = model.get_decoder().layers
     checkpointed_calls = []
     for layer in layers:
@@ -139,6 +142,64 @@ def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkey
     assert len(shared_calls) == 1 and len(checkpointed_calls) == len(layers)  # the continuation's layers only
     _assert_same_numbers(checkpointed, plain, inputs[3])
     assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache for layer in layers)
+
+
+def test_selective_checkpointing_keeps_the_matmuls_and_runs_under_autocast_with_its_cache(monkeypatch):
+    """Selective checkpointing keeps the matmuls' outputs and recomputes the rest. Under a user's own
+    `torch.autocast` (weight-cast cache on) the recomputation still runs the forward's ops; the log-probs are the
+    same, the gradients within bf16 rounding (autocast's cache changes them at that level)."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from purld.students import base
+
+    model, tokenizer = _tiny_llama()
+    model.train()
+    inputs = _two_prompts_four_completions(tokenizer)
+    selective = copy.deepcopy(model)
+    base.enable_gradient_checkpointing(selective, selective=True)
+    decisions, policy = [], base._save_matmul_outputs
+    monkeypatch.setattr(base, "_save_matmul_outputs", lambda ctx, op, *a, **k: decisions.append((op, policy(ctx, op, *a, **k))) or decisions[-1][1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, checkpointed = _logps_and_grads(model, inputs, 1.0), _logps_and_grads(selective, inputs, 1.0)
+    assert torch.equal(plain[0][inputs[3]], checkpointed[0][inputs[3]])
+    for a, b in zip(checkpointed[1], plain[1], strict=True):
+        assert (a - b).abs().max() <= 1e-2 * max(1e-6, b.abs().max().item())
+    saved = {op for op, decision in decisions if decision == CheckpointPolicy.MUST_SAVE}
+    assert torch.ops.aten.mm.default in saved and saved <= base.SAVED_BY_SELECTIVE_CHECKPOINTING  # sdpa: its fused kernel
+    assert any(decision == CheckpointPolicy.PREFER_RECOMPUTE for _, decision in decisions)
+
+
+def test_joined_states_read_each_prefix_row_for_its_continuations():
+    from purld.rollout.logprobs import joined_states
+
+    prefix, new = torch.randn(2, 3, 5, 4, requires_grad=True), torch.randn(6, 3, 2, 4)
+    joined = joined_states(prefix, new, 3)
+    assert torch.equal(joined, torch.cat([prefix.repeat_interleave(3, 0), new], dim=-2))
+    joined.sum().backward()
+    assert torch.equal(prefix.grad, torch.full_like(prefix, 3.0))  # each prefix row serves 3 continuations
+    assert torch.equal(joined_states(prefix, new[:2], 1), torch.cat([prefix, new[:2]], dim=-2))
+
+
+def test_sliding_window_layers_share_the_prompt_through_their_own_update(monkeypatch):
+    """Cache layers other than the plain one (a sliding window) get the prefix repeated and run their own update,
+    kept read-only: the same numbers as the full forward."""
+    from transformers import MistralConfig, MistralForCausalLM
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    from purld.rollout import logprobs
+
+    tokenizer = build_char_tokenizer()
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=64, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = MistralForCausalLM(config).train()
+    prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
+    caches, cache_class = [], logprobs.ReadOnlyPrefixCache
+    monkeypatch.setattr(logprobs, "ReadOnlyPrefixCache", lambda **kwargs: caches.append(cache_class(**kwargs)) or caches[-1])
+    shared = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), 1.0)
+    full = _logps_and_grads(model, (prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), completion_ids, mask), 1.0)
+    assert len(caches) == 1 and all(type(layer) is DynamicSlidingWindowLayer for layer in caches[0].layers)
+    _assert_same_numbers(shared, full, mask)
 
 
 def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
