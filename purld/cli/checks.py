@@ -79,6 +79,14 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "samples.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
     _require(cfg, "warmstart.optimizer.lr", lambda v: _is_number(v) and v > 0, "numbers > 0")
+    precision, clip = str(_get(cfg, "trainer.precision")), _get(cfg, "trainer.gradient_clip_val")
+    for key in ("optimizer", "warmstart.optimizer"):
+        if precision in ("16-mixed", "16") and clip and _get(cfg, f"{key}.fused"):
+            raise ConfigError(
+                f"trainer.precision={precision} with {key}.fused=true and trainer.gradient_clip_val={clip}: fp16's loss "
+                f"scaler cannot unscale the gradients before clipping when the optimizer is fused; set {key}.fused=false "
+                "or trainer.precision=bf16-mixed"
+            )
     if _get(cfg, "loss.loss_type") == "ipo" and _get(cfg, "loss.beta") == 0:
         raise ConfigError("loss.beta=0 is invalid with loss.loss_type=ipo: allowed values are numbers > 0")
 

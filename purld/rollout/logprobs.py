@@ -46,7 +46,7 @@ def completion_token_logps(
     """log softmax(logits / temperature)[y_t] for each completion token.
 
     Inputs: B prompts (B, L) left-padded; B·K completions (B·K, T) right-padded, K ≥ 1 per prompt in order
-    (row b·K + k continues prompt b). With K > 1 each prompt is read once and its KV cache repeated K times
+    (row b·K + k continues prompt b). With K > 1 each prompt is read once and its KV cache serves its K rows
     (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward,
     with or without transformers' activation checkpointing. Each prompt is repeated K times instead where
     checkpointed layers would drop or rewrite the cache: older transformers, torch's `checkpoint_wrapper`.
@@ -275,10 +275,10 @@ def forward_after_shared_prefix(
 
     prefix (B, L) left-padded; continuation (B·K, T), K per prefix, padded either side (the
     attention mask and position ids skip the holes). The prefix runs once per prompt, its KV
-    cache is repeated K times, then the continuations run on top of it: the cost grows
+    cache serves its K continuations (`ReadOnlyPrefixCache.read_only_for`): the cost grows
     with K·T, not K·(L + T). Tokens that every prefix starts with (`split_common_head`: a
     system prompt, a judge's instruction) run once for the whole batch, their cache repeated B
-    times. Gradients flow through the repeated caches into the prefixes.
+    times. Gradients flow through the shared caches into the prefixes.
     Under activation checkpointing the prefixes (1 and B rows) run unchecked and the continuation's
     layers are checkpointed with the prefix cache, read-only, kept.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
