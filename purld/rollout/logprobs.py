@@ -300,7 +300,9 @@ def forward_after_shared_prefix(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            use_cache=True,
+            # Under checkpointing transformers turns use_cache off itself, with a warning that would read as if
+            # the prefix were not shared; the cache passed here is read and written either way.
+            use_cache=not with_checkpointing,
             logits_to_keep=1 if hidden_states else keep,  # hidden states: no (N, n, V) logits
             output_hidden_states=hidden_states,
             **{cache_argument: cache},
