@@ -158,15 +158,15 @@ def dpo_texts(count: int, tokens: int = 32) -> list[dict[str, str]]:
     return [{"prompt": word(), "chosen": word(), "rejected": word()} for _ in range(count)]
 
 
-def purld_default_optimizer(params):
-    """`purld-train`'s PU-RLD optimizer (conf/config.yaml: fused AdamW, as TRL's default) at the harness's learning
-    rate, for purld and the floors alike."""
+def purld_optimizer(params):
+    """`purld-train`'s PU-RLD optimizer (conf/config.yaml) with `optimizer.fused=true`, at the harness's learning
+    rate, for purld and the floors alike: fused AdamW is TRL's default, so every side runs the same step."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from purld.cli.train import CONFIG_DIR
 
-    return instantiate(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").optimizer, lr=LR)(params=params)
+    return instantiate(OmegaConf.load(Path(CONFIG_DIR) / "config.yaml").optimizer, lr=LR, fused=True)(params=params)
 
 
 def median_after(times: list[float], warmup: int) -> float:
@@ -225,7 +225,7 @@ def purld_grpo(
             objective,
             model=model,
             tokenizer=tokenizer,
-            optimizer=purld_default_optimizer,
+            optimizer=purld_optimizer,
             sampler=Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache),
             reference_model=copy.deepcopy(model),
             micro_batch_size=micro_batch_size,
@@ -436,7 +436,7 @@ def grpo_update_floor(
 
     model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = purld_default_optimizer(model.parameters())
+    optimizer = purld_optimizer(model.parameters())
     rng = random.Random(0)
     prompts = [p for p, _ in arithmetic_items(NUM_PROMPTS) for _ in range(K)]
     completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in prompts]
@@ -468,7 +468,7 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 
     model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = purld_default_optimizer(model.parameters())
+    optimizer = purld_optimizer(model.parameters())
     rows = dpo_texts(NUM_PROMPTS, new_tokens)
     prompts = [r["prompt"] for r in rows] * 2
     inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], device)
@@ -502,7 +502,7 @@ def purld_dpo(
         model=model,
         tokenizer=tokenizer,
         objective=DPOObjective(beta=BETA_DPO, loss_type="sigmoid"),
-        optimizer=purld_default_optimizer,
+        optimizer=purld_optimizer,
         reference_model=copy.deepcopy(model),
         micro_batch_size=micro_batch_size,
     ).to(device)

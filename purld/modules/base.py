@@ -184,7 +184,7 @@ class PolicyModule(L.LightningModule):
         """`trainer.gradient_clip_val` where Lightning's precision plugins refuse it on purld's configs:
         - FSDP (`trainer=fsdp`): the norm is taken over the sharded gradients by the wrapped root module, as
           torch's FSDP docs require (Lightning's FSDP plugin refuses clipping by norm, lacking that module);
-        - a fused optimizer (purld's default, as TRL's) under `bf16-mixed`: Lightning refuses it because a
+        - a fused optimizer (`+optimizer.fused=true`, TRL's default) under `bf16-mixed`: Lightning refuses it because a
           fused step unscales the gradients itself, after clipping; bf16 has no scaler, nothing to unscale.
         Anything else goes to Lightning (fp16's scaler with a fused optimizer is still refused there)."""
         precision = self.trainer.precision_plugin

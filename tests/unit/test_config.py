@@ -110,8 +110,8 @@ def test_command_line_group_beats_the_experiment_preset():
         ("task=jsonl", "task.path is required"),
         ("task=jsonl task.path=/no/such/file.jsonl", "task.path='/no/such/file.jsonl': no such file or directory"),
         ("ranker=oracle", "ranker=oracle uses ground truth and is refused"),
-        ("trainer.precision=16-mixed", "trainer.precision=16-mixed with optimizer.fused=true and trainer.gradient_clip_val=1.0"),
-        ("trainer.precision=16-mixed optimizer.fused=false", "set warmstart.optimizer.fused=false"),
+        ("trainer.precision=16-mixed +optimizer.fused=true", "trainer.precision=16-mixed with optimizer.fused=true and trainer.gradient_clip_val=1.0"),
+        ("trainer.precision=16-mixed +warmstart.optimizer.fused=true", "set warmstart.optimizer.fused=false"),
     ],
 )
 def test_invalid_values_name_the_key(override, message):
@@ -121,8 +121,8 @@ def test_invalid_values_name_the_key(override, message):
 
 
 def test_fp16_is_allowed_with_unfused_optimizers_or_without_clipping():
-    check_config(compose_with("trainer.precision=16-mixed", "optimizer.fused=false", "warmstart.optimizer.fused=false"))
-    check_config(compose_with("trainer.precision=16-mixed", "trainer.gradient_clip_val=0"))
+    check_config(compose_with("trainer.precision=16-mixed"))
+    check_config(compose_with("trainer.precision=16-mixed", "+optimizer.fused=true", "trainer.gradient_clip_val=0"))
 
 
 def test_oracle_is_allowed_as_a_declared_baseline():

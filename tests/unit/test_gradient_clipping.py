@@ -14,7 +14,7 @@ from purld.students.tiny import TinyLlamaStudent
 
 
 def _module_with_large_gradients(precision):
-    """A module whose fused AdamW (purld's default) holds gradients of norm ≫ 1, under a stand-in trainer."""
+    """A module whose fused AdamW (+optimizer.fused=true) holds gradients of norm ≫ 1, under a stand-in trainer."""
     model, tokenizer = TinyLlamaStudent(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).load()
     module = PolicyModule(model, tokenizer, SFTObjective(), optimizer=lambda params: torch.optim.AdamW(params, fused=True))
     for parameter in model.parameters():
