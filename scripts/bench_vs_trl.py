@@ -21,7 +21,10 @@ these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa)
 - TRL runs with its own defaults except precision (it turns on gradient
   checkpointing); purld is measured without it (its default) and with
   `student.gradient_checkpointing=full` and `=selective`, in separate rows, and with
-  `data.micro_batch_size` (the update in passes of that many sequences).
+  `data.micro_batch_size` (the update in passes of that many sequences). purld's
+  rows run its default `student.lean_activations` (RMSNorm and SwiGLU layers that
+  save only their inputs: the same numbers), and one row each without it; TRL and
+  the floors run transformers' own layers.
 - Floors, in the same precision: one plain batched `model.generate` of the same
   batch, and hand-written updates (one forward of policy and reference over
   every prompt + completion row, the loss, backward, clip, AdamW step) — the
@@ -81,14 +84,24 @@ def setup_torch(threads: int, seed: int = 0):
 ATTENTION = "eager"  # the Llama sizes' attention kernel, on every side: the faster one here (scripts/bench_attention.py)
 
 
-def build_model(size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION):
-    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape."""
+def build_model(
+    size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION, lean_activations: bool = False
+):
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape.
+    `lean_activations`: purld's default `student.lean_activations` (purld's rows); TRL and the floors run
+    transformers' own layers."""
     if size in QWEN_SIZES:
-        return build_qwen(size, seed, device)
+        model, tokenizer = build_qwen(size, seed, device)
+        if lean_activations:
+            from purld.students.lean_activations import use_lean_activations
+
+            use_lean_activations(model)
+        return model, tokenizer
     from purld.students.tiny import TinyLlamaStudent
 
     model, tokenizer = TinyLlamaStudent(
-        **SIZES[size], max_position_embeddings=256, seed=seed, attn_implementation=attn_implementation
+        **SIZES[size], max_position_embeddings=256, seed=seed, attn_implementation=attn_implementation,
+        lean_activations=lean_activations,
     ).load()
     return model.to(device), tokenizer
 
@@ -185,6 +198,7 @@ def precision_context(precision: str, device: str = "cpu"):
 def purld_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: str | None = None,
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
+    lean_activations: bool = True,
 ) -> dict:
     setup_torch(threads)
     import copy
@@ -203,7 +217,7 @@ def purld_grpo(
     from purld.tasks.arithmetic import ArithmeticTask
     from purld.teachers.reference import ReferenceTeacher
 
-    model, tokenizer = build_model(size, device=device)
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations)
     if checkpointing:  # student.gradient_checkpointing=full (what TRL does by default) or selective
         from purld.students.base import enable_gradient_checkpointing
 
@@ -488,7 +502,7 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 # -------------------------------------------------------------- purld: DPO step
 def purld_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
-    micro_batch_size: int | None = None,
+    micro_batch_size: int | None = None, lean_activations: bool = True,
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -497,7 +511,7 @@ def purld_dpo(
     from purld.objectives.dpo import DPOObjective
     from purld.types import Example, Pairs, PromptBatch, Rollout
 
-    model, tokenizer = build_model(size, device=device)
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations)
     module = PairwiseModule(
         model=model,
         tokenizer=tokenizer,
@@ -633,18 +647,20 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_
             # Each row beside the rows it is divided by: this shared machine's speed drifts within minutes (the small
             # model's generate floor took 1.52 s in one round and 1.05 s in the next), neighbours drift less.
             specs += [{"kind": "purld_grpo", "size": size, "K": 8}, *trl({"kind": "trl_grpo", "size": size, "K": 8})]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "lean_activations": False}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": c} for c in ("full", "selective")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": NUM_PROMPTS * 8 // micro_batch_passes}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks if K != 8]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
+            specs += [{"kind": "purld_dpo", "size": size, "lean_activations": False}]
             specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": NUM_PROMPTS * 2 // micro_batch_passes}]
     return specs
 
 
 ANY_VALUE = object()
-VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size")  # a row with one of these is a variant, not the comparison row
+VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations")  # a row with one of these is a variant, not the comparison row
 def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
 
@@ -783,6 +799,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         selective = find("purld_grpo", size, K=8, checkpointing="selective")
         micro = find("purld_grpo", size, K=8, micro_batch_size=ANY_VALUE)
         dpo_micro = find("purld_dpo", size, micro_batch_size=ANY_VALUE)
+        plain_layers = find("purld_grpo", size, K=8, lean_activations=False)  # student.lean_activations=false
+        dpo_plain_layers = find("purld_dpo", size, lean_activations=False)
         floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
         memory = "peak_gpu_mb" if any("peak_gpu_mb" in r for r in rows) else "peak_rss_mb"
         values = {
@@ -793,6 +811,10 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "grpo_step_vs_floor": ratio((purld[8], "step_s"), (floor, "step_s")),
             "dpo_step_vs_floor": ratio((dpo, "step_s"), (dpo_floor, "step_s")),
             "rollout_vs_generate_floor": ratio((purld[8], "rollout_tokens_per_s"), (generate, "tokens_per_s")),
+            "grpo_step_ratio_without_lean_activations": ratio((plain_layers, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_without_lean_activations": ratio((plain_layers, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "dpo_step_ratio_without_lean_activations": ratio((dpo_plain_layers, "step_s"), (trl_dpo_row, "step_s")),
+            "dpo_rss_ratio_without_lean_activations": ratio((dpo_plain_layers, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
             "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "grpo_step_ratio_selective_checkpointing": ratio((selective, "step_s"), (trl_grpo_row, "step_s")),
@@ -828,7 +850,9 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
 
 
 HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
-            "rollout_vs_generate_floor", "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
+            "rollout_vs_generate_floor", "grpo_step_ratio_without_lean_activations", "grpo_rss_ratio_without_lean_activations",
+            "dpo_step_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
+            "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
             "grpo_step_ratio_selective_checkpointing", "grpo_rss_ratio_selective_checkpointing",
             "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
             "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",
@@ -895,6 +919,8 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"{r['cache']} KV cache; " + note
         if r.get("micro_batch_size"):
             note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
+        if r.get("lean_activations") is False:
+            note = "student.lean_activations=false; " + note
         gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
         table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}", gpu_mb,
                       f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)

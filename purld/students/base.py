@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from purld.students.lean_activations import use_lean_activations
+
 
 class Student(ABC):
     name: str = "student"
@@ -26,12 +28,17 @@ class Student(ABC):
         return False
 
     gradient_checkpointing: bool | str = False
+    lean_activations: bool = True
 
     def apply_memory_options(self, model: PreTrainedModel) -> PreTrainedModel:
-        """`student.gradient_checkpointing`: recompute activations in backward (less memory, more compute), every
+        """`student.lean_activations`: RMSNorm and SwiGLU layers save only their inputs for backward (exact, no
+        recomputed matmul; `purld.students.lean_activations`).
+        `student.gradient_checkpointing`: recompute activations in backward (less memory, more compute), every
         layer's forward (`full`) or all but its matmuls (`selective`).
 
-        Active in training mode only: rollout, ranking and the reference run in eval mode without it."""
+        Checkpointing is active in training mode only: rollout, ranking and the reference run in eval mode without it."""
+        if self.lean_activations:
+            use_lean_activations(model)
         if self.gradient_checkpointing:
             enable_gradient_checkpointing(model, selective=self.gradient_checkpointing == "selective")
         return model
@@ -45,6 +52,12 @@ def checked_gradient_checkpointing(value: bool | str) -> bool | str:
     """`student.gradient_checkpointing` as given, once it is false, selective, full or true (`full`)."""
     if not (isinstance(value, bool) or value in ("selective", "full")):
         raise ValueError(f"student.gradient_checkpointing={value!r}: allowed values are false, selective, full (or true)")
+    return value
+
+
+def checked_lean_activations(value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"student.lean_activations={value!r}: allowed values are true, false")
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from purld.students.base import Student, checked_gradient_checkpointing
+from purld.students.base import Student, checked_gradient_checkpointing, checked_lean_activations
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 CHAT_TEMPLATE = ("auto", "always", "never")
@@ -40,6 +40,7 @@ class HFStudent(Student):
         revision: str | None = None,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool | str = False,
+        lean_activations: bool = True,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
@@ -50,6 +51,7 @@ class HFStudent(Student):
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
         self.gradient_checkpointing = checked_gradient_checkpointing(gradient_checkpointing)
+        self.lean_activations = checked_lean_activations(lean_activations)
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(

@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from purld.students.base import Student, checked_gradient_checkpointing
+from purld.students.base import Student, checked_gradient_checkpointing, checked_lean_activations
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 ALPHABET = sorted(set(string.printable) - set("\x0b\x0c\r"))
@@ -47,6 +47,7 @@ class TinyLlamaStudent(Student):
         max_position_embeddings: int = 256,
         seed: int = 0,
         gradient_checkpointing: bool | str = False,
+        lean_activations: bool = True,
         attn_implementation: str | None = None,
     ) -> None:
         self.config_kwargs = dict(
@@ -58,6 +59,7 @@ class TinyLlamaStudent(Student):
             max_position_embeddings=max_position_embeddings,
         )
         self.seed, self.gradient_checkpointing = seed, checked_gradient_checkpointing(gradient_checkpointing)
+        self.lean_activations = checked_lean_activations(lean_activations)
         self.attn_implementation = attn_implementation  # None: transformers' default (sdpa)
 
     def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:

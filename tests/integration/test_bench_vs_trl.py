@@ -20,7 +20,8 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio",
-                 "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor"):
+                 "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor",
+                 "grpo_rss_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations"):
         assert report[name] > 0, name
     kinds = {row["kind"] for row in report["rows"]}
     assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor"}

@@ -118,6 +118,7 @@ def test_print_config():
         (["ranker=oracle"], "ranker.baseline=true"),
         (["loss.loss_type=ppo"], "loss: loss.loss_type='ppo': allowed values are grpo, bnpo, dapo, dr_grpo"),
         (["student.gradient_checkpointing=partial"], "student.gradient_checkpointing='partial': allowed values are false, selective, full"),
+        (["student.lean_activations=maybe"], "student.lean_activations='maybe': allowed values are true, false"),
     ],
 )
 def test_bad_values_fail_fast_without_traceback(overrides, expected, tmp_path):
