@@ -196,6 +196,12 @@ class PolicyModule(L.LightningModule):
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def setup(self, stage: str) -> None:
+        if self.reference is not None:
+            precision = self.trainer.precision_plugin
+            if type(precision) is MixedPrecision:  # not FSDP's (its flat parameters need one dtype), nor fp32/true
+                store_linear_weights_in(self.reference, precision.autocast_context_manager().fast_dtype)
+
     def on_fit_start(self) -> None:
         if self.micro_batch_size is not None and "FSDP" in type(self.trainer.strategy).__name__:
             raise ValueError("data.micro_batch_size is not supported with FSDP (it reduces gradients in its own hooks)")
@@ -229,6 +235,18 @@ class PolicyModule(L.LightningModule):
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
         if "purld_rng" in checkpoint:
             _set_rng_states(checkpoint["purld_rng"])
+
+
+def store_linear_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """The frozen reference under mixed precision (`trainer.precision=bf16-mixed`, `16-mixed`): its Linear weights
+    (and biases) are kept in the autocast dtype, in which autocast would cast them at every call anyway, so its
+    log-probs are bit-identical, in half the memory. Embeddings, norms and weights tied to them (a tied output
+    head) keep their dtype. Returns how many Linear layers were converted."""
+    kept = {id(p) for m in model.modules() if type(m) is not torch.nn.Linear for p in m.parameters(recurse=False)}
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and id(m.weight) not in kept]
+    for linear in linears:
+        linear.to(dtype)
+    return len(linears)
 
 
 class _PrecomputedGradients(torch.autograd.Function):
