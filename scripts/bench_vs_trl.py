@@ -520,6 +520,10 @@ def purld_dpo(
         reference_model=copy.deepcopy(model),
         micro_batch_size=micro_batch_size,
     ).to(device)
+    if precision == "bf16":  # what PolicyModule.setup does under trainer.precision=bf16-mixed (no Trainer here)
+        from purld.modules.base import store_linear_weights_in
+
+        store_linear_weights_in(module.reference, torch.bfloat16)
     optimizer = module.configure_optimizers()
     rows = dpo_texts(NUM_PROMPTS, new_tokens)
     prompts = tokenizer([r["prompt"] for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
