@@ -19,10 +19,9 @@ Mistral, Qwen2/3, Phi-3, …); any other module is left as it is.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import textwrap
-import types
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +118,7 @@ def _silu_types() -> tuple[type, ...]:
     return (nn.SiLU, *([activations.SiLUActivation] if hasattr(activations, "SiLUActivation") else []))
 
 
-@cache
+@functools.cache
 def _forward_source(cls: type) -> str | None:
     try:
         return textwrap.dedent(inspect.getsource(cls.forward))
@@ -139,11 +138,15 @@ def lean_forward_for(module: nn.Module):
 
 def use_lean_activations(model: nn.Module) -> int:
     """Give every RMSNorm and SwiGLU MLP of `model` whose forward is transformers' Llama code the lean forward
-    (as an instance attribute: the class, state dict and printed model stay as they were). Returns how many."""
+    (as an instance attribute: the class, state dict and printed model stay as they were). Returns how many.
+
+    The attribute is a `functools.partial` of a module-level function, not a bound method: a copy
+    (`copy.deepcopy`, the reference) gets its own, and the model still pickles (a bound method would be
+    looked up by its name on unpickling, and the module has no attribute of that name)."""
     count = 0
     for module in model.modules():
         forward = lean_forward_for(module)
         if forward is not None:
-            module.forward = types.MethodType(forward, module)
+            module.forward = functools.partial(forward, module)
             count += 1
     return count

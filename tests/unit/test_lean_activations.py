@@ -1,6 +1,7 @@
 """`student.lean_activations`: the same numbers as transformers' layers, bit for bit, with less kept for backward."""
 
 import copy
+import pickle
 import warnings
 
 import pytest
@@ -117,11 +118,16 @@ def test_only_modules_that_run_llama_code_are_made_lean():
     assert lean_forward_for(torch.nn.LayerNorm(8)) is None
 
 
-def test_the_student_option_switches_them_and_names_a_bad_value():
+def test_the_student_option_switches_them_copies_and_pickles_them_and_names_a_bad_value():
     lean, _ = TinyLlamaStudent(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).load()
     plain, _ = TinyLlamaStudent(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, lean_activations=False).load()
     assert "forward" in vars(lean.model.norm) and "forward" in vars(lean.model.layers[0].mlp)
     assert not any("forward" in vars(module) for module in plain.modules())
     assert lean.state_dict().keys() == plain.state_dict().keys()
+    tokens = torch.randint(4, 50, (2, 5))
+    for twin in (copy.deepcopy(lean), pickle.loads(pickle.dumps(lean))):  # the reference copy; ddp_spawn, torch.save
+        norm, mlp = twin.model.norm, twin.model.layers[0].mlp
+        assert norm.forward.args[0] is norm and mlp.forward.args[0] is mlp
+        assert torch.equal(twin(tokens).logits, lean(tokens).logits)
     with pytest.raises(ValueError, match=r"student.lean_activations='yes': allowed values are true, false"):
         TinyLlamaStudent(lean_activations="yes")
