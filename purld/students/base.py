@@ -36,7 +36,8 @@ class Student(ABC):
         `student.gradient_checkpointing`: recompute activations in backward (less memory, more compute), every
         layer's forward (`full`) or all but its matmuls (`selective`).
 
-        Checkpointing is active in training mode only: rollout, ranking and the reference run in eval mode without it."""
+        Checkpointing is active in training mode only: rollout, ranking and the reference run in eval mode
+        without it."""
         if self.lean_activations:
             use_lean_activations(model)
         if self.gradient_checkpointing:
