@@ -196,6 +196,14 @@ class PolicyModule(L.LightningModule):
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The step, then the gradients freed at once. Lightning frees them only in the next step's closure, after
+        `training_step`: they would sit through the next rollout and forward, at the step's memory peak (one
+        float32 copy of the trainable parameters: 100 MB for a 25 M-parameter policy). Lightning steps only at
+        the end of an accumulation window, so accumulated gradients are untouched."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def setup(self, stage: str) -> None:
         if self.reference is not None:
             precision = self.trainer.precision_plugin
