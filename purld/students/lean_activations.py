@@ -8,10 +8,13 @@ transformers' code computes, forward and backward, op for op (so log-probs and
 gradients are bit-identical, in float32 and under autocast), but save only:
 
 - RMSNorm: its input and the (N, 1) reciprocal RMS; backward recomputes x̂ = h · rstd;
-- SiLU(gate) ⊙ up: gate and up; backward recomputes SiLU(gate).
+- down_proj(SiLU(gate) ⊙ up): gate and up; backward recomputes SiLU(gate) and, where
+  down_proj is a plain bias-free Linear run in its weight's dtype (float32, or bf16
+  weights; not float32 weights under mixed precision, `autocast_casts`), the product
+  that down_proj reads. A LoRA or 4-bit projection keeps its own call and that product.
 
-On the benchmark's small model (README, Performance) that is 115 MB of the 557 MB a
-bf16 GRPO update keeps for backward. A module is made lean only when its forward is
+On the benchmark's small model (README, Performance) the first two were 115 MB of the
+557 MB a bf16 GRPO update keeps for backward; in float32 the product is 90 MB more. A module is made lean only when its forward is
 exactly the code these functions replicate (`LLAMA_RMS_NORM_FORWARD`,
 `LLAMA_MLP_FORWARD`; about a hundred transformers architectures copy it: Llama,
 Mistral, Qwen2/3, Phi-3, …); any other module is left as it is.
@@ -105,11 +108,68 @@ class SiLUMulFunction(torch.autograd.Function):
 
 
 def lean_rms_norm_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
+    if not torch.is_grad_enabled():  # nothing is kept (sampling, the reference): the class's own code, without the
+        return type(self).forward(self, hidden_states)  # autograd.Function's overhead (3 % of a tiny model's rollout)
     return lean_rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
 
+class SiLUMulLinearFunction(torch.autograd.Function):
+    """down_proj(SiLU(gate) ⊙ up) for a plain bias-free `nn.Linear` down_proj: (…, I), (…, I), weight (H, I) → (…, H).
+
+    Saves gate and up (and the weight, a parameter), neither SiLU(gate) nor the product p = SiLU(gate) ⊙ up that the
+    projection would keep: backward recomputes both (elementwise). The projection runs as `F.linear` runs it (under
+    autocast, in the autocast dtype), and backward is autograd's chain for it, op for op (`mm` on the flattened
+    rows, as `matmul` folds them), so the numbers are bit-identical:
+      ∂p = ∂y · W,  ∂W = ∂yᵀ · p,  ∂up = ∂p ⊙ SiLU(gate),  ∂gate = silu_backward(∂p ⊙ up, gate).
+    """
+
+    @staticmethod
+    def forward(ctx, gate: Tensor, up: Tensor, weight: Tensor) -> Tensor:
+        output = F.linear(F.silu(gate) * up, weight)
+        ctx.save_for_backward(gate, up, weight)
+        ctx.compute_dtype = output.dtype  # the dtype autocast ran the projection in (the weight's, without it)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        gate, up, weight = ctx.saved_tensors
+        activation = F.silu(gate)
+        product = (activation * up).to(ctx.compute_dtype)
+        grad_rows = grad_output.reshape(-1, grad_output.shape[-1])
+        grad_gate = grad_up = grad_weight = None
+        if ctx.needs_input_grad[2]:
+            grad_weight = grad_rows.t().mm(product.reshape(-1, product.shape[-1])).to(weight.dtype)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            grad_product = grad_rows.mm(weight.to(ctx.compute_dtype)).view(product.shape).to(up.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_up = grad_product * activation
+            if ctx.needs_input_grad[0]:
+                grad_gate = torch.ops.aten.silu_backward(grad_product * up, gate)
+        return grad_gate, grad_up, grad_weight
+
+
 def lean_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
-    return self.down_proj(SiLUMulFunction.apply(self.gate_proj(x), self.up_proj(x)))
+    if not torch.is_grad_enabled():
+        return type(self).forward(self, x)
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    down = self.down_proj
+    plain = type(down) is nn.Linear and down.bias is None and not down._forward_hooks and not down._forward_pre_hooks
+    if plain and not autocast_casts(down.weight):
+        return SiLUMulLinearFunction.apply(gate, up, down.weight)
+    return down(SiLUMulFunction.apply(gate, up))  # a wrapped projection (LoRA, 4-bit), hooks, or a cast weight
+
+
+def autocast_casts(weight: Tensor) -> bool:
+    """Whether autocast runs a matmul with `weight` in another dtype (float32 weights under `bf16-mixed`).
+
+    It casts such a weight once per autocast region, and where the forward reads it twice (a shared prompt, then
+    its completions) autograd sums the two gradients in the cast dtype before casting the sum back. A function
+    that takes the float32 weight would sum them in float32 instead: more precise, but not the same bits, so
+    there the projection keeps its own call (and its input, the product)."""
+    device = weight.device.type
+    if not torch.is_autocast_enabled(device) or not weight.is_floating_point() or weight.dtype == torch.float64:
+        return False
+    return weight.dtype != torch.get_autocast_dtype(device)
 
 
 def _silu_types() -> tuple[type, ...]:

@@ -87,6 +87,21 @@ def test_lean_layers_under_lora_and_frozen_norms_give_the_same_numbers():
     assert all(torch.equal(a, b) for a, b in zip(lean_grads, plain_grads, strict=True))
 
 
+def test_bfloat16_weights_under_autocast_run_the_fused_projection_with_the_same_numbers():
+    """student.dtype=bfloat16 with bf16-mixed: nothing is cast, so down_proj runs inside the lean function, read
+    twice per forward (the shared prompts, then the completions), its gradients summed as autograd sums them."""
+    model, tokenizer = _model("llama")
+    model.to(torch.bfloat16)
+    lean = copy.deepcopy(model)
+    use_lean_activations(lean)
+    inputs = _inputs(tokenizer)
+    plain_logps, plain_grads, plain_saved = _numbers_and_saved_bytes(model, inputs, autocast=True)
+    lean_logps, lean_grads, lean_saved = _numbers_and_saved_bytes(lean, inputs, autocast=True)
+    assert torch.equal(lean_logps, plain_logps)
+    assert all(torch.equal(a, b) for a, b in zip(lean_grads, plain_grads, strict=True))
+    assert lean_saved < 0.9 * plain_saved
+
+
 def test_half_precision_hidden_states_get_the_same_gradients():
     """A bfloat16 model (student.dtype=bfloat16): the norm upcasts its input, as transformers' does."""
     norm = LlamaRMSNorm(16, eps=1e-5).to(torch.bfloat16)
@@ -102,6 +117,44 @@ def test_half_precision_hidden_states_get_the_same_gradients():
         results.append((out, x.grad, module.weight.grad))
     assert out.dtype == torch.bfloat16
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def _saved_activations(module, x, autocast: bool):
+    """Output, gradients (input and parameters) and the sizes of what autograd kept for backward, parameters aside."""
+    parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in parameters:
+            saved[tensor.untyped_storage().data_ptr()] = tensor.numel()
+        return tensor
+
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = module(x)
+    out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(out.dtype))
+    return [out, x.grad, *(p.grad for p in module.parameters())], sorted(saved.values())
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("mlp_bias", [False, True], ids=["plain-down-proj", "down-proj-with-bias"])
+def test_the_mlp_keeps_gate_and_up_and_recomputes_the_rest(mlp_bias, autocast):
+    """A bias-free nn.Linear down_proj in its weight's dtype runs inside the lean function (its input,
+    SiLU(gate) ⊙ up, recomputed in backward); any other down_proj, and one whose float32 weight autocast casts,
+    gets its own call, after the SiLU ⊙ up function."""
+    config = LlamaConfig(hidden_size=8, intermediate_size=24, num_attention_heads=2, mlp_bias=mlp_bias)
+    torch.manual_seed(0)
+    mlp = LlamaMLP(config)
+    lean = copy.deepcopy(mlp)
+    use_lean_activations(lean)
+    x = torch.randn(3, 5, 8)
+    plain_numbers, plain_saved = _saved_activations(mlp, x, autocast)
+    lean_numbers, lean_saved = _saved_activations(lean, x, autocast)
+    assert all(torch.equal(a, b) for a, b in zip(plain_numbers, lean_numbers, strict=True))
+    fused = not (mlp_bias or autocast)
+    rows = [3 * 5 * 24] * (2 if fused else 3)  # gate and up (and, unless fused, the product the projection reads)
+    weight_casts = [24 * 8] * (0 if not autocast else 3)  # under autocast: each projection's bf16 weight
+    assert lean_saved == sorted([3 * 5 * 8, *rows, *weight_casts]) and len(plain_saved) > len(lean_saved)  # and x
 
 
 def test_only_modules_that_run_llama_code_are_made_lean():
