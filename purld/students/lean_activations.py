@@ -14,10 +14,11 @@ gradients are bit-identical, in float32 and under autocast), but save only:
   that down_proj reads. A LoRA or 4-bit projection keeps its own call and that product.
 
 On the benchmark's small model (README, Performance) the first two were 115 MB of the
-557 MB a bf16 GRPO update keeps for backward; in float32 the product is 90 MB more. A module is made lean only when its forward is
-exactly the code these functions replicate (`LLAMA_RMS_NORM_FORWARD`,
-`LLAMA_MLP_FORWARD`; about a hundred transformers architectures copy it: Llama,
-Mistral, Qwen2/3, Phi-3, …); any other module is left as it is.
+557 MB a bf16 GRPO update keeps for backward; in float32 the product is 90 MB more.
+A module is made lean only when its forward is exactly the code these functions
+replicate (`LLAMA_RMS_NORM_FORWARD`, `LLAMA_MLP_FORWARD`; about a hundred transformers
+architectures copy it: Llama, Mistral, Qwen2/3, Phi-3, …); any other module is left
+as it is.
 """
 
 from __future__ import annotations
@@ -99,12 +100,19 @@ class SiLUMulFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         gate, up = ctx.saved_tensors
-        grad_gate = grad_up = None
-        if ctx.needs_input_grad[1]:
-            grad_up = grad_output * F.silu(gate)
-        if ctx.needs_input_grad[0]:
-            grad_gate = torch.ops.aten.silu_backward(grad_output * up, gate)
-        return grad_gate, grad_up
+        return silu_mul_gradients(grad_output, gate, up, *ctx.needs_input_grad[:2])
+
+
+def silu_mul_gradients(
+    grad_output: Tensor, gate: Tensor, up: Tensor, need_gate: bool, need_up: bool, activation: Tensor | None = None
+) -> tuple[Tensor | None, Tensor | None]:
+    """(∂gate, ∂up) of y = SiLU(gate) ⊙ up, in autograd's ops; `activation` is SiLU(gate) where already at hand."""
+    grad_gate = grad_up = None
+    if need_up:
+        grad_up = grad_output * (F.silu(gate) if activation is None else activation)
+    if need_gate:
+        grad_gate = torch.ops.aten.silu_backward(grad_output * up, gate)
+    return grad_gate, grad_up
 
 
 def lean_rms_norm_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
@@ -133,18 +141,16 @@ class SiLUMulLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         gate, up, weight = ctx.saved_tensors
+        need_gate, need_up, need_weight = ctx.needs_input_grad
         activation = F.silu(gate)
-        product = (activation * up).to(ctx.compute_dtype)
         grad_rows = grad_output.reshape(-1, grad_output.shape[-1])
         grad_gate = grad_up = grad_weight = None
-        if ctx.needs_input_grad[2]:
+        if need_weight:  # a frozen down_proj (LoRA elsewhere) needs no product at all
+            product = (activation * up).to(ctx.compute_dtype)
             grad_weight = grad_rows.t().mm(product.reshape(-1, product.shape[-1])).to(weight.dtype)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            grad_product = grad_rows.mm(weight.to(ctx.compute_dtype)).view(product.shape).to(up.dtype)
-            if ctx.needs_input_grad[1]:
-                grad_up = grad_product * activation
-            if ctx.needs_input_grad[0]:
-                grad_gate = torch.ops.aten.silu_backward(grad_product * up, gate)
+        if need_gate or need_up:
+            grad_product = grad_rows.mm(weight.to(ctx.compute_dtype)).view(up.shape).to(up.dtype)
+            grad_gate, grad_up = silu_mul_gradients(grad_product, gate, up, need_gate, need_up, activation)
         return grad_gate, grad_up, grad_weight
 
 

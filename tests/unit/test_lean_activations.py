@@ -157,6 +157,19 @@ def test_the_mlp_keeps_gate_and_up_and_recomputes_the_rest(mlp_bias, autocast):
     assert lean_saved == sorted([3 * 5 * 8, *rows, *weight_casts]) and len(plain_saved) > len(lean_saved)  # and x
 
 
+def test_a_frozen_down_proj_gets_no_gradient_and_the_same_numbers():
+    """LoRA on the other projections leaves down_proj a frozen plain Linear: the lean function skips ∂W."""
+    mlp = LlamaMLP(LlamaConfig(hidden_size=8, intermediate_size=24, num_attention_heads=2))
+    mlp.down_proj.weight.requires_grad_(False)
+    lean = copy.deepcopy(mlp)
+    use_lean_activations(lean)
+    x = torch.randn(3, 5, 8)
+    plain_numbers, _ = _saved_activations(mlp, x, autocast=False)
+    lean_numbers, _ = _saved_activations(lean, x, autocast=False)
+    assert lean.down_proj.weight.grad is None
+    assert all(a is b is None or torch.equal(a, b) for a, b in zip(plain_numbers, lean_numbers, strict=True))
+
+
 def test_only_modules_that_run_llama_code_are_made_lean():
     config = LlamaConfig(hidden_size=8, intermediate_size=16, num_attention_heads=2, hidden_act="silu")
     assert lean_forward_for(LlamaRMSNorm(8)) is not None and lean_forward_for(LlamaMLP(config)) is not None
