@@ -238,6 +238,13 @@ def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache:
 MIN_TOKENS_SAVED = 64  # (B − 1)·h: below, a common head of h tokens is not worth its own model call
 
 
+def cache_argument_name(model: PreTrainedModel) -> str:
+    """The keyword that takes a KV cache in this model's forward (and `generate`): transformers 5 renames
+    `past_key_values` to `cache`, model by model."""
+    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+    return "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
+
+
 def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The h tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's instruction —
     as (1, h) ids, and the rest of each prefix, left-padded, (B, L′) ids and bool mask. h stops one token short of
@@ -285,8 +292,7 @@ def forward_after_shared_prefix(
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
     """
-    base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
-    cache_argument = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"  # 5.x renamed it
+    cache_argument = cache_argument_name(model)
     B, K = prefix_ids.shape[0], continuation_ids.shape[0] // prefix_ids.shape[0]
     cache = ReadOnlyPrefixCache(config=model.config)
     if not prompts_can_be_shared(model):

@@ -1,4 +1,4 @@
-"""Sample K candidates per prompt in one batched `generate` call (KV cache, no grad).
+"""Sample K candidates per prompt in one batched `generate` call (KV cache, no grad), each prompt read once.
 
 The sampling log-probs are recorded while sampling, from the very logits the
 sampler draws from, so the GRPO objective can use them as π_old without a
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
+from purld.rollout.logprobs import cache_argument_name
 from purld.types import Candidates, PromptBatch, Rollout
 
 
@@ -78,15 +79,22 @@ def candidates_from_texts(tokenizer: PreTrainedTokenizerBase, texts: list[list[s
 
 @torch.no_grad()
 def generate_completions(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, **generate_kwargs
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, num_samples: int = 1, **generate_kwargs
 ) -> Tensor:
-    """One batched `generate` (KV cache, eval mode, no grad); returns only the new tokens (N, T)."""
+    """One batched `generate` (KV cache, eval mode, no grad) of `num_samples` completions per prompt, row b·K + k
+    sampling prompt b; returns only the new tokens (B·K, T).
+
+    With num_samples > 1 each prompt is read once (`prompt_cache_for_samples`) where `generate` would read it
+    once per sample (`num_return_sequences` repeats the prompts first)."""
     was_training = model.training
     model.eval()
     try:
+        prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask.long()
+        if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
+            generate_kwargs[cache_argument_name(model)] = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
         sequences = model.generate(
-            input_ids=batch.prompt_ids,
-            attention_mask=batch.prompt_mask.long(),
+            input_ids=prompt_ids.repeat_interleave(num_samples, 0),
+            attention_mask=prompt_mask.repeat_interleave(num_samples, 0),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
@@ -94,7 +102,36 @@ def generate_completions(
         )
     finally:
         model.train(was_training)
-    return sequences[:, batch.prompt_ids.shape[1] :]
+    return sequences[:, prompt_ids.shape[1] :]
+
+
+def can_share_prompt_cache(model: PreTrainedModel, prompt_ids: Tensor, generate_kwargs: dict) -> bool:
+    """A decoder-only model on transformers' dynamic cache (a static cache is preallocated for all B·K rows),
+    prompts of more than one token (the last one is read by `generate` itself)."""
+    return (
+        prompt_ids.shape[1] > 1
+        and not model.config.is_encoder_decoder
+        and generate_kwargs.get("cache_implementation") is None
+        and generate_kwargs.get("past_key_values") is None
+        and generate_kwargs.get("cache") is None
+    )
+
+
+def prompt_cache_for_samples(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, num_samples: int) -> DynamicCache:
+    """The KV cache of each prompt (B, L) but its last token, computed once and repeated for its `num_samples`
+    rows (B·K): B·(L − 1) prompt positions instead of B·K·(L − 1). Given a cache, `generate` reads only the
+    tokens it does not hold (transformers' documented prompt-cache re-use): here each row's last prompt token,
+    which gives the logits of the first sample. Position ids are those `generate` computes from the mask. The
+    random draws are the same; the next-token logits equal the full rows' up to the matmuls' rounding (tested)."""
+    cache = DynamicCache(config=model.config)
+    head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1].long()
+    position_ids = (head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
+    model(
+        input_ids=head_ids, attention_mask=head_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+        **{cache_argument_name(model): cache},
+    )
+    cache.batch_repeat_interleave(num_samples)
+    return cache
 
 
 class Sampler:
@@ -130,12 +167,12 @@ class Sampler:
             model,
             tokenizer,
             batch,
+            num_samples=K,
             max_new_tokens=self.max_new_tokens,
             do_sample=True,
             temperature=1.0,  # applied by the recorder, which must see the final distribution
             top_k=0,
             top_p=1.0,
-            num_return_sequences=K,
             logits_processor=LogitsProcessorList([recorder]),
             **self.cache_kwargs(),
         )  # (B·K, T)

@@ -41,6 +41,93 @@ def test_sample_shapes_and_logps_match_a_forward_pass(student, task, make_batch,
     assert (rollout.sampling_token_logps <= 0).all()
 
 
+def _gpt2_student():
+    """Absolute position embeddings: wrong position ids for the left-padded prompts would show at once."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=1,
+                        eos_token_id=2)
+    return GPT2LMHeadModel(config).eval(), tokenizer  # no dropout: a forward pass must reproduce the sampling log-probs
+
+
+def _record_input_lengths(model) -> list[tuple[int, int]]:
+    """(rows, tokens) of every forward call's input_ids."""
+    shapes: list[tuple[int, int]] = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    return shapes
+
+
+def _uneven_prompts(tokenizer):
+    """Three prompts of different lengths, left-padded."""
+    prompts = tokenizer(["12+5=", "Reference: 3+4=7\n999+1=", "7*8="], padding=True, padding_side="left", add_special_tokens=False,
+                        return_tensors="pt")
+    return prompts["input_ids"], prompts["attention_mask"].bool()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_a_prompt_cache_read_once_gives_every_sample_the_full_rows_logits(architecture):
+    """The cache of B prompts but their last token, repeated K times, then each row's last prompt token: the
+    next-token logits of B·K full prompt rows (`generate` with num_return_sequences), position ids included."""
+    from purld.rollout.logprobs import cache_argument_name
+    from purld.rollout.sampler import prompt_cache_for_samples
+
+    model, tokenizer = _tiny_llama() if architecture == "llama" else _gpt2_student()
+    model.eval()
+    prompt_ids, prompt_mask = _uneven_prompts(tokenizer)
+    K, mask = 4, prompt_mask.long().repeat_interleave(4, 0)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        full_rows = model(input_ids=prompt_ids.repeat_interleave(K, 0), attention_mask=mask, position_ids=positions).logits[:, -1]
+        cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, K)
+        assert cache.get_seq_length() == prompt_ids.shape[1] - 1
+        last = model(input_ids=prompt_ids[:, -1:].repeat_interleave(K, 0), attention_mask=mask, position_ids=positions[:, -1:],
+                     **{cache_argument_name(model): cache}).logits[:, -1]
+    assert torch.allclose(last, full_rows, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_the_rollout_reads_each_prompt_once(architecture, task, make_batch, tmp_path):
+    """One forward over the B prompts but their last token, then one token per row and step; the recorded
+    sampling log-probs are still those of a training forward over the full rows. EOS allowed: rows finish at
+    different steps."""
+    import dataclasses
+
+    model, tokenizer = _tiny_llama() if architecture == "llama" else _gpt2_student()
+    prompt_ids, prompt_mask = _uneven_prompts(tokenizer)
+    batch = dataclasses.replace(make_batch(task, tmp_path, size=3), prompt_ids=prompt_ids, prompt_mask=prompt_mask)
+    B, L, K = len(batch), prompt_ids.shape[1], 4
+    shapes = _record_input_lengths(model)
+    torch.manual_seed(1)
+    rollout = Sampler(num_candidates=K, max_new_tokens=10, temperature=0.7).sample(model, tokenizer, batch)
+    assert shapes[0] == (B, L - 1) and all(shape == (B * K, 1) for shape in shapes[1:])
+    T = rollout.completion_ids.shape[-1]
+    mask = rollout.completion_mask.reshape(B * K, T)
+    assert 0 < mask.sum() < mask.numel()  # some rows stopped early
+    forward = completion_token_logps(
+        model, prompt_ids.repeat_interleave(K, 0), prompt_mask.repeat_interleave(K, 0), rollout.completion_ids.reshape(B * K, T), mask,
+        temperature=0.7,
+    )
+    assert torch.allclose(rollout.sampling_token_logps.reshape(B * K, T)[mask], forward[mask], atol=1e-5)
+
+
+@pytest.mark.parametrize(("prompt_tokens", "cache_implementation"), [(1, None), (None, "static")])
+def test_one_token_prompts_and_the_static_cache_read_the_prompt_per_row(prompt_tokens, cache_implementation, task, make_batch, tmp_path):
+    """Nothing to share in a one-token prompt (`generate` reads the last prompt token itself); a static cache is
+    preallocated for all B·K rows. Both read the prompts per row, as before."""
+    import dataclasses
+
+    model, tokenizer = _tiny_llama()
+    batch = make_batch(task, tmp_path, size=2)
+    if prompt_tokens:  # left padding: the last column holds every prompt's last token
+        batch = dataclasses.replace(batch, prompt_ids=batch.prompt_ids[:, -prompt_tokens:], prompt_mask=batch.prompt_mask[:, -prompt_tokens:])
+    shapes = _record_input_lengths(model)
+    rollout = Sampler(num_candidates=3, max_new_tokens=4, cache_implementation=cache_implementation).sample(model, tokenizer, batch)
+    assert rollout.completion_ids.shape[:2] == (2, 3)
+    assert shapes[0] == (6, batch.prompt_ids.shape[1])
+
+
 def test_suppress_eos_gives_full_length(student, task, make_batch, tmp_path):
     model, tokenizer = student
     batch = make_batch(task, tmp_path, size=2)

@@ -1,0 +1,124 @@
+"""Rollout throughput: purld's `Sampler.sample` against one plain batched `generate` with num_return_sequences=K.
+
+    python scripts/bench_rollout.py --out outputs/bench/rollout.json [--precision bf16] [--sizes tiny,small]
+
+`generate` with num_return_sequences=K repeats each prompt K times before reading it. purld's rollout reads
+each prompt once and repeats its KV cache (`purld.rollout.sampler.prompt_cache_for_samples`), so its prefill
+costs B·L prompt positions instead of B·K·L. Measured on two prompt sets of the shipped tasks: the embedded
+arithmetic task (3-digit additions, about 8 tokens, the bench_vs_trl harness's prompts) and GSM8K questions
+(`task=gsm8k`'s template, the first 8 that fit the model's 256 positions with the new tokens: about 200
+tokens with the character tokenizer). Same model (the harness's random-init
+Llama, `student=tiny` at its sizes), same 8 prompts × K completions of exactly `--new-tokens` tokens (EOS
+suppressed on both sides), the same sampling settings (temperature 1, no top-k / top-p). The two sides alternate
+in one process, `--repeats` times after one warm-up each; medians are reported, with the CPU time other
+processes used during the run (/proc/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_vs_trl as harness  # noqa: E402
+from bench_quickstart import machine_busy_seconds  # noqa: E402
+
+
+def prompt_batch(task_name: str, tokenizer, count: int, max_prompt_tokens: int):
+    from purld.tasks.arithmetic import ArithmeticTask
+    from purld.tasks.gsm8k import GSM8KTask
+    from purld.types import PromptBatch
+
+    if task_name == "arithmetic":
+        task = ArithmeticTask(num_train=count, num_heldout=1, min_digits=3, max_digits=3, seed=0)
+    else:
+        task = GSM8KTask(num_heldout=1)
+    fitting = [e for e in task.examples("train") if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens]
+    examples = fitting[:count]  # the first ones that fit the model's positions with the new tokens
+    encoded = tokenizer([e.prompt for e in examples], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
+    return PromptBatch(examples=examples, anchors=[e.reference for e in examples], prompt_ids=ids, prompt_mask=mask, anchor_ids=ids, anchor_mask=mask)
+
+
+def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from purld.rollout.sampler import Sampler
+
+    model, tokenizer = harness.build_model(size, lean_activations=True)  # purld's default layers (off when grad is)
+    K, T = args.K, args.new_tokens
+    batch = prompt_batch(task_name, tokenizer, args.prompts, model.config.max_position_embeddings - T)
+    sampler = Sampler(num_candidates=K, max_new_tokens=T, temperature=1.0, suppress_eos=True)
+
+    def plain_generate():
+        model.eval()
+        with torch.no_grad():
+            model.generate(
+                input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask.long(), num_return_sequences=K, do_sample=True,
+                temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=T, min_new_tokens=T, pad_token_id=tokenizer.pad_token_id,
+            )
+
+    def purld_rollout():
+        sampler.sample(model, tokenizer, batch)
+
+    times: dict[str, list[float]] = {"purld": [], "generate": []}
+    busy_before, start = machine_busy_seconds(), time.perf_counter()
+    own_before = resource.getrusage(resource.RUSAGE_SELF)
+    with harness.precision_context(args.precision):
+        for repeat in range(args.repeats + 1):
+            sides = [("purld", purld_rollout), ("generate", plain_generate)]
+            for name, run in sides if repeat % 2 == 0 else sides[::-1]:
+                began = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - began)
+    wall = time.perf_counter() - start
+    own_after = resource.getrusage(resource.RUSAGE_SELF)
+    own_cpu = (own_after.ru_utime - own_before.ru_utime) + (own_after.ru_stime - own_before.ru_stime)
+    purld_s, generate_s = (statistics.median(times[name][1:]) for name in ("purld", "generate"))
+    tokens = len(batch) * K * T
+    return {
+        "size": size, "task": task_name, "precision": args.precision, "K": K, "prompts": len(batch),
+        "prompt_tokens": batch.prompt_ids.shape[1], "new_tokens": T,
+        "purld_s": round(purld_s, 4), "generate_s": round(generate_s, 4),
+        "purld_tokens_per_s": round(tokens / purld_s, 1), "generate_tokens_per_s": round(tokens / generate_s, 1),
+        "purld_vs_generate": round(generate_s / purld_s, 3),  # throughput ratio: > 1 is faster than the floor
+        "purld_rounds_s": [round(t, 4) for t in times["purld"][1:]], "generate_rounds_s": [round(t, 4) for t in times["generate"][1:]],
+        "outside_load_cores": round(max(machine_busy_seconds() - busy_before - own_cpu, 0.0) / wall, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--tasks", default="arithmetic,gsm8k")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("-K", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch = harness.setup_torch(args.threads)
+    rows = [measure(size, task, args) for size in args.sizes.split(",") for task in args.tasks.split(",")]
+    print("| model | prompts | prompt tokens | purld rollout | plain generate | throughput, purld / generate | outside load |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['size']} | {r['task']} | {r['prompt_tokens']} | {r['purld_s']:.3f} s | {r['generate_s']:.3f} s | {r['purld_vs_generate']:.2f} | {r['outside_load_cores']:.2f} cores |")
+    report = {
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "rows": rows,
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
