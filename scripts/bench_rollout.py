@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -31,19 +30,22 @@ from bench_quickstart import machine_busy_seconds  # noqa: E402
 
 
 def prompt_batch(task_name: str, tokenizer, count: int, max_prompt_tokens: int):
-    from purld.tasks.arithmetic import ArithmeticTask
     from purld.tasks.gsm8k import GSM8KTask
     from purld.types import PromptBatch
 
-    if task_name == "arithmetic":
-        task = ArithmeticTask(num_train=count, num_heldout=1, min_digits=3, max_digits=3, seed=0)
-    else:
-        task = GSM8KTask(num_heldout=1)
-    fitting = [e for e in task.examples("train") if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens]
+    task = harness.arithmetic_task(count) if task_name == "arithmetic" else GSM8KTask(num_heldout=1)
+
+    def fits(prompt: str) -> bool:
+        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens
+
+    fitting = [e for e in task.examples("train") if fits(e.prompt)]
     examples = fitting[:count]  # the first ones that fit the model's positions with the new tokens
-    encoded = tokenizer([e.prompt for e in examples], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    encoded = tokenizer(
+        [e.prompt for e in examples], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
+    )
     ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
-    return PromptBatch(examples=examples, anchors=[e.reference for e in examples], prompt_ids=ids, prompt_mask=mask, anchor_ids=ids, anchor_mask=mask)
+    anchors = [e.reference for e in examples]  # unused: the rollout reads only the prompts
+    return PromptBatch(examples, anchors, prompt_ids=ids, prompt_mask=mask, anchor_ids=ids, anchor_mask=mask)
 
 
 def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
@@ -60,16 +62,16 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
         model.eval()
         with torch.no_grad():
             model.generate(
-                input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask.long(), num_return_sequences=K, do_sample=True,
-                temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=T, min_new_tokens=T, pad_token_id=tokenizer.pad_token_id,
+                input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask.long(), num_return_sequences=K,
+                do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=T, min_new_tokens=T,
+                pad_token_id=tokenizer.pad_token_id,
             )
 
     def purld_rollout():
         sampler.sample(model, tokenizer, batch)
 
     times: dict[str, list[float]] = {"purld": [], "generate": []}
-    busy_before, start = machine_busy_seconds(), time.perf_counter()
-    own_before = resource.getrusage(resource.RUSAGE_SELF)
+    busy_before, cpu_before, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
     with harness.precision_context(args.precision):
         for repeat in range(args.repeats + 1):
             sides = [("purld", purld_rollout), ("generate", plain_generate)]
@@ -78,8 +80,7 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
                 run()
                 times[name].append(time.perf_counter() - began)
     wall = time.perf_counter() - start
-    own_after = resource.getrusage(resource.RUSAGE_SELF)
-    own_cpu = (own_after.ru_utime - own_before.ru_utime) + (own_after.ru_stime - own_before.ru_stime)
+    outside = max(machine_busy_seconds() - busy_before - (time.process_time() - cpu_before), 0.0) / wall
     purld_s, generate_s = (statistics.median(times[name][1:]) for name in ("purld", "generate"))
     tokens = len(batch) * K * T
     return {
@@ -88,8 +89,9 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
         "purld_s": round(purld_s, 4), "generate_s": round(generate_s, 4),
         "purld_tokens_per_s": round(tokens / purld_s, 1), "generate_tokens_per_s": round(tokens / generate_s, 1),
         "purld_vs_generate": round(generate_s / purld_s, 3),  # throughput ratio: > 1 is faster than the floor
-        "purld_rounds_s": [round(t, 4) for t in times["purld"][1:]], "generate_rounds_s": [round(t, 4) for t in times["generate"][1:]],
-        "outside_load_cores": round(max(machine_busy_seconds() - busy_before - own_cpu, 0.0) / wall, 3),
+        "purld_rounds_s": [round(t, 4) for t in times["purld"][1:]],
+        "generate_rounds_s": [round(t, 4) for t in times["generate"][1:]],
+        "outside_load_cores": round(outside, 3),
     }
 
 
@@ -107,12 +109,17 @@ def main() -> None:
     args = parser.parse_args()
     torch = harness.setup_torch(args.threads)
     rows = [measure(size, task, args) for size in args.sizes.split(",") for task in args.tasks.split(",")]
-    print("| model | prompts | prompt tokens | purld rollout | plain generate | throughput, purld / generate | outside load |")
+    print("| model | prompts | prompt tokens | purld rollout | plain generate | throughput, purld / generate "
+          "| outside load |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['size']} | {r['task']} | {r['prompt_tokens']} | {r['purld_s']:.3f} s | {r['generate_s']:.3f} s | {r['purld_vs_generate']:.2f} | {r['outside_load_cores']:.2f} cores |")
+        print(f"| {r['size']} | {r['task']} | {r['prompt_tokens']} | {r['purld_s']:.3f} s | {r['generate_s']:.3f} s "
+              f"| {r['purld_vs_generate']:.2f} | {r['outside_load_cores']:.2f} cores |")
     report = {
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+            "python": sys.version.split()[0],
+        },
         "rows": rows,
     }
     if args.out:

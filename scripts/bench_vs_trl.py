@@ -149,12 +149,16 @@ def update_flops(num_parameters: int, num_tokens: int) -> float:
     return 8.0 * num_parameters * num_tokens
 
 
-def arithmetic_items(count: int) -> list[tuple[str, str]]:
-    """(prompt, anchor) pairs of the embedded task: 3-digit additions with worked answers."""
+def arithmetic_task(count: int):
+    """The harness's prompts: `count` 3-digit additions of the embedded task, with worked answers."""
     from purld.tasks.arithmetic import ArithmeticTask
 
-    task = ArithmeticTask(num_train=count, num_heldout=1, min_digits=3, max_digits=3, seed=0)
-    return [(e.prompt, e.reference) for e in task.examples("train")]
+    return ArithmeticTask(num_train=count, num_heldout=1, min_digits=3, max_digits=3, seed=0)
+
+
+def arithmetic_items(count: int) -> list[tuple[str, str]]:
+    """(prompt, anchor) pairs of `arithmetic_task`."""
+    return [(e.prompt, e.reference) for e in arithmetic_task(count).examples("train")]
 
 
 def lexical_reward(completion: str, anchor: str) -> float:

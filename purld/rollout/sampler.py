@@ -79,7 +79,11 @@ def candidates_from_texts(tokenizer: PreTrainedTokenizerBase, texts: list[list[s
 
 @torch.no_grad()
 def generate_completions(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch, num_samples: int = 1, **generate_kwargs
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batch: PromptBatch,
+    num_samples: int = 1,
+    **generate_kwargs,
 ) -> Tensor:
     """One batched `generate` (KV cache, eval mode, no grad) of `num_samples` completions per prompt, row b·K + k
     sampling prompt b; returns only the new tokens (B·K, T).
@@ -91,7 +95,8 @@ def generate_completions(
     try:
         prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask.long()
         if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
-            generate_kwargs[cache_argument_name(model)] = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
+            prompt_cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
+            generate_kwargs[cache_argument_name(model)] = prompt_cache
         sequences = model.generate(
             input_ids=prompt_ids.repeat_interleave(num_samples, 0),
             attention_mask=prompt_mask.repeat_interleave(num_samples, 0),
@@ -117,7 +122,9 @@ def can_share_prompt_cache(model: PreTrainedModel, prompt_ids: Tensor, generate_
     )
 
 
-def prompt_cache_for_samples(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, num_samples: int) -> DynamicCache:
+def prompt_cache_for_samples(
+    model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, num_samples: int
+) -> DynamicCache:
     """The KV cache of each prompt (B, L) but its last token, computed once and repeated for its `num_samples`
     rows (B·K): B·(L − 1) prompt positions instead of B·K·(L − 1). Given a cache, `generate` reads only the
     tokens it does not hold (transformers' documented prompt-cache re-use): here each row's last prompt token,
