@@ -30,16 +30,9 @@ from bench_quickstart import machine_busy_seconds  # noqa: E402
 
 
 def prompt_batch(task_name: str, tokenizer, count: int, max_prompt_tokens: int):
-    from purld.tasks.gsm8k import GSM8KTask
     from purld.types import PromptBatch
 
-    task = harness.arithmetic_task(count) if task_name == "arithmetic" else GSM8KTask(num_heldout=1)
-
-    def fits(prompt: str) -> bool:
-        return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens
-
-    fitting = [e for e in task.examples("train") if fits(e.prompt)]
-    examples = fitting[:count]  # the first ones that fit the model's positions with the new tokens
+    examples = harness.harness_task(task_name, count, tokenizer, max_prompt_tokens).examples("train")
     encoded = tokenizer(
         [e.prompt for e in examples], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
     )

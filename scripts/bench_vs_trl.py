@@ -3,6 +3,7 @@
     pip install -e ".[bench]"            # TRL, as a user installs it
     python scripts/bench_vs_trl.py --out outputs/bench/vs_trl.json
     python scripts/bench_vs_trl.py --quick --out /tmp/vs_trl.json      # the smoke test's settings
+    python scripts/bench_vs_trl.py --prompts gsm8k --precision bf16 --out outputs/bench/vs_trl_gsm8k_bf16.json
     bash scripts/gpu_bench.sh                                           # one CUDA GPU, bf16, a 0.49 B Qwen2 shape
 
 Every measurement runs in its own subprocess (so peak RSS is that work's alone;
@@ -11,7 +12,8 @@ number of torch threads, on the same random-init Llama, the same prompts and the
 same lengths, and the same attention kernel (eager: on this CPU the faster one at
 these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa):
 - GRPO: 8 prompts × K completions of exactly 32 new tokens (EOS suppressed on
-  both sides), β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same
+  both sides); the prompts are 3-digit additions of about 8 tokens, or with
+  `--prompts gsm8k` GSM8K questions of about 200 (the comparison rows only), β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same
   lexical (ROUGE-L to the anchor) reward, one optimisation step per rollout.
   purld: `purld-train`'s GroupModule under a Lightning Trainer. TRL: GRPOTrainer.
 - DPO: 8 pairs of ~32-token prompts and ~32-token answers, β 0.1, sigmoid loss,
@@ -100,7 +102,7 @@ def build_model(
     from purld.students.tiny import TinyLlamaStudent
 
     model, tokenizer = TinyLlamaStudent(
-        **SIZES[size], max_position_embeddings=256, seed=seed, attn_implementation=attn_implementation,
+        **SIZES[size], max_position_embeddings=MAX_POSITIONS, seed=seed, attn_implementation=attn_implementation,
         lean_activations=lean_activations,
     ).load()
     return model.to(device), tokenizer
@@ -149,16 +151,56 @@ def update_flops(num_parameters: int, num_tokens: int) -> float:
     return 8.0 * num_parameters * num_tokens
 
 
+PROMPT_SETS = ("arithmetic", "gsm8k")
+MAX_POSITIONS = 256  # the Llama sizes' max_position_embeddings: a prompt and its completion must fit
+
+
 def arithmetic_task(count: int):
-    """The harness's prompts: `count` 3-digit additions of the embedded task, with worked answers."""
+    """The harness's default prompts: `count` 3-digit additions of the embedded task, with worked answers."""
     from purld.tasks.arithmetic import ArithmeticTask
 
     return ArithmeticTask(num_train=count, num_heldout=1, min_digits=3, max_digits=3, seed=0)
 
 
+def harness_task(prompts: str, count: int, tokenizer=None, max_prompt_tokens: int | None = None):
+    """`count` training prompts of one prompt set, as a purld Task:
+    - `arithmetic`: 3-digit additions (about 8 tokens with the char tokenizer);
+    - `gsm8k`: the first `count` questions of the shipped GSM8K train split, in `task=gsm8k`'s template, whose
+      prompt fits `max_prompt_tokens` under `tokenizer` (about 200 tokens with the char tokenizer)."""
+    if prompts == "arithmetic":
+        return arithmetic_task(count)
+    if prompts != "gsm8k":
+        raise ValueError(f"--prompts {prompts!r}: allowed values are {', '.join(PROMPT_SETS)}")
+    from purld.tasks.base import Task
+    from purld.tasks.gsm8k import GSM8KTask
+
+    gsm8k = GSM8KTask(num_heldout=1)
+    fitting = [e for e in gsm8k.examples("train")
+               if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens][:count]
+
+    class FittingGSM8K(Task):
+        name, has_oracle = gsm8k.name, gsm8k.has_oracle
+
+        def examples(self, split):
+            return list(fitting) if split == "train" else gsm8k.examples(split)
+
+        def extract_answer(self, text):
+            return gsm8k.extract_answer(text)
+
+        def oracle_score(self, example, completion):
+            return gsm8k.oracle_score(example, completion)
+
+    return FittingGSM8K()
+
+
+def harness_items(prompts: str, count: int, tokenizer=None, max_prompt_tokens: int | None = None) -> list[tuple[str, str]]:
+    """(prompt, anchor) pairs of `harness_task`."""
+    return [(e.prompt, e.reference) for e in harness_task(prompts, count, tokenizer, max_prompt_tokens).examples("train")]
+
+
 def arithmetic_items(count: int) -> list[tuple[str, str]]:
     """(prompt, anchor) pairs of `arithmetic_task`."""
-    return [(e.prompt, e.reference) for e in arithmetic_task(count).examples("train")]
+    return harness_items("arithmetic", count)
 
 
 def lexical_reward(completion: str, anchor: str) -> float:
@@ -167,12 +209,18 @@ def lexical_reward(completion: str, anchor: str) -> float:
     return rouge_l(list(completion.strip()), list(anchor.strip()))
 
 
-def dpo_texts(count: int, tokens: int = 32) -> list[dict[str, str]]:
-    """Random printable strings: prompts, chosen and rejected of `tokens` − 1 chars (`tokens` with EOS)."""
+def dpo_texts(count: int, tokens: int = 32, prompts: str = "arithmetic", tokenizer=None) -> list[dict[str, str]]:
+    """Chosen and rejected answers of random printable strings of `tokens` − 1 chars (`tokens` with EOS). Prompts:
+    with the default prompt set, random strings of the same length (DPO is offline: no task to answer); with
+    `gsm8k`, the GSM8K questions of `harness_task` that fit beside the answer."""
     rng = random.Random(0)
     letters = "abcdefghijklmnopqrstuvwxyz "
     word = lambda: "".join(rng.choice(letters) for _ in range(tokens - 1))  # noqa: E731
-    return [{"prompt": word(), "chosen": word(), "rejected": word()} for _ in range(count)]
+    rows = [{"prompt": word(), "chosen": word(), "rejected": word()} for _ in range(count)]
+    if prompts == "gsm8k":
+        for row, (prompt, _) in zip(rows, harness_items("gsm8k", count, tokenizer, MAX_POSITIONS - tokens), strict=True):
+            row["prompt"] = prompt
+    return rows
 
 
 def purld_optimizer(params):
@@ -202,7 +250,7 @@ def precision_context(precision: str, device: str = "cpu"):
 def purld_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: str | None = None,
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
-    lean_activations: bool = True,
+    lean_activations: bool = True, prompts: str = "arithmetic",
 ) -> dict:
     setup_torch(threads)
     import copy
@@ -218,7 +266,6 @@ def purld_grpo(
     from purld.ranking.likelihood import LikelihoodRanker
     from purld.ranking.self_judge import SelfJudgeRanker
     from purld.rollout.sampler import Sampler
-    from purld.tasks.arithmetic import ArithmeticTask
     from purld.teachers.reference import ReferenceTeacher
 
     model, tokenizer = build_model(size, device=device, lean_activations=lean_activations)
@@ -226,7 +273,7 @@ def purld_grpo(
         from purld.students.base import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(model, selective=checkpointing == "selective")
-    task = ArithmeticTask(num_train=NUM_PROMPTS * (steps + warmup), num_heldout=1, min_digits=3, max_digits=3, seed=0)
+    task = harness_task(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)
     rankers = {"lexical": LexicalRanker, "likelihood": LikelihoodRanker, "self_judge": SelfJudgeRanker}
     with tempfile.TemporaryDirectory() as tmp:
         datamodule = AnchorDataModule(
@@ -336,13 +383,16 @@ def trl_common_args(output_dir: str, precision: str, device: str) -> dict[str, A
     }
 
 
-def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
+def trl_grpo(
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    prompts: str = "arithmetic",
+) -> dict:
     setup_torch(threads)
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     model, tokenizer = build_model(size)  # on the CPU: TRL loads it from disk onto its device
-    items = arithmetic_items(NUM_PROMPTS * (steps + warmup))
+    items = harness_items(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)
     dataset = Dataset.from_list([{"prompt": prompt, "anchor": anchor} for prompt, anchor in items])
 
     def reward(completions, anchor, **_):
@@ -382,14 +432,14 @@ def trl_grpo(size: str, K: int, steps: int, warmup: int, threads: int, precision
 # ----------------------------------------------------------------------- floors
 def generate_floor(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
-    cache: str | None = None,
+    cache: str | None = None, prompts: str = "arithmetic",
 ) -> dict:
     """One plain batched `generate` of the same batch; `cache` static: the same call with a preallocated KV cache."""
     torch = setup_torch(threads)
     model, tokenizer = build_model(size, device=device)
     model.eval()
-    prompts = [prompt for prompt, _ in arithmetic_items(NUM_PROMPTS)]
-    encoded = tokenizer(prompts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
+    texts = [prompt for prompt, _ in harness_items(prompts, NUM_PROMPTS, tokenizer, MAX_POSITIONS - new_tokens)]
+    encoded = tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
     from purld.rollout.sampler import Sampler
 
     cache_kwargs = Sampler(cache_implementation=cache).cache_kwargs()  # the same generate arguments purld's rollout passes
@@ -444,7 +494,8 @@ def timed_updates(model, optimizer, loss_fn, steps: int, warmup: int, precision:
 
 
 def grpo_update_floor(
-    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32
+    size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    prompts: str = "arithmetic",
 ) -> dict:
     """One hand-written GRPO update on 8 × K full-length completions: policy + reference forward, k3 KL, clipped loss."""
     torch = setup_torch(threads)
@@ -456,11 +507,11 @@ def grpo_update_floor(
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = purld_optimizer(model.parameters())
     rng = random.Random(0)
-    prompts = [p for p, _ in arithmetic_items(NUM_PROMPTS) for _ in range(K)]
-    completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in prompts]
-    inputs = _sequence_inputs(tokenizer, prompts, completions, device)
+    rows = [p for p, _ in harness_items(prompts, NUM_PROMPTS, tokenizer, MAX_POSITIONS - new_tokens) for _ in range(K)]
+    completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in rows]
+    inputs = _sequence_inputs(tokenizer, rows, completions, device)
     mask = inputs[3]
-    advantages = torch.randn(len(prompts), device=device)[:, None]
+    advantages = torch.randn(len(rows), device=device)[:, None]
 
     def loss() -> torch.Tensor:
         logps = completion_token_logps(model, *inputs)
@@ -476,7 +527,10 @@ def grpo_update_floor(
     return {"update_s": update_s, "update_flops": update_flops(parameter_count(model), num_tokens)}
 
 
-def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
+def dpo_update_floor(
+    size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    prompts: str = "arithmetic",
+) -> dict:
     torch = setup_torch(threads)
     import copy
 
@@ -487,9 +541,8 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
     model, tokenizer = build_model(size, device=device)
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = purld_optimizer(model.parameters())
-    rows = dpo_texts(NUM_PROMPTS, new_tokens)
-    prompts = [r["prompt"] for r in rows] * 2
-    inputs = _sequence_inputs(tokenizer, prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], device)
+    rows = dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer)
+    inputs = _sequence_inputs(tokenizer, [r["prompt"] for r in rows] * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], device)
     mask = inputs[3]
 
     def loss() -> torch.Tensor:
@@ -506,7 +559,7 @@ def dpo_update_floor(size: str, steps: int, warmup: int, threads: int, precision
 # -------------------------------------------------------------- purld: DPO step
 def purld_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
-    micro_batch_size: int | None = None, lean_activations: bool = True,
+    micro_batch_size: int | None = None, lean_activations: bool = True, prompts: str = "arithmetic",
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -529,8 +582,8 @@ def purld_dpo(
 
         store_linear_weights_in(module.reference, torch.bfloat16)
     optimizer = module.configure_optimizers()
-    rows = dpo_texts(NUM_PROMPTS, new_tokens)
-    prompts = tokenizer([r["prompt"] for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    rows = dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer)
+    prompt_tokens = tokenizer([r["prompt"] for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     answers = tokenizer(
         [text + tokenizer.eos_token for r in rows for text in (r["chosen"], r["rejected"])],
         padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt",
@@ -541,8 +594,8 @@ def purld_dpo(
     batch = PromptBatch(
         examples=[Example(prompt_id=str(i), prompt=r["prompt"], reference=r["chosen"]) for i, r in enumerate(rows)],
         anchors=[r["chosen"] for r in rows],
-        prompt_ids=prompts["input_ids"],
-        prompt_mask=prompts["attention_mask"].bool(),
+        prompt_ids=prompt_tokens["input_ids"],
+        prompt_mask=prompt_tokens["attention_mask"].bool(),
         anchor_ids=completion_ids[:, 0],
         anchor_mask=completion_mask[:, 0],
     )
@@ -559,7 +612,7 @@ def purld_dpo(
     )
     batch, rollout, pairs = batch.to(device), to_device(rollout, device), to_device(pairs, device)
     step_s = timed_updates(model, optimizer, lambda: module.dpo_step(batch, rollout, pairs).loss, steps, warmup, precision, device)
-    num_tokens = 2 * prompts["input_ids"].numel() + answers["input_ids"].numel()  # chosen and rejected each see the prompt
+    num_tokens = 2 * prompt_tokens["input_ids"].numel() + answers["input_ids"].numel()  # chosen and rejected each see the prompt
     return {"step_s": step_s, "update_flops": update_flops(parameter_count(model), num_tokens)}
 
 
@@ -576,7 +629,10 @@ def to_device(record, device: str):
 
 
 # --------------------------------------------------------------- TRL: DPO step
-def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32) -> dict:
+def trl_dpo(
+    size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
+    prompts: str = "arithmetic",
+) -> dict:
     setup_torch(threads)
     import copy
 
@@ -584,7 +640,7 @@ def trl_dpo(size: str, steps: int, warmup: int, threads: int, precision: str, de
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = build_model(size)  # TRL's Trainer moves it to its device
-    dataset = Dataset.from_list(dpo_texts(NUM_PROMPTS, new_tokens) * (steps + warmup))
+    dataset = Dataset.from_list(dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer) * (steps + warmup))
     timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
@@ -638,9 +694,12 @@ class WorkerFailed(RuntimeError):
     """A row's subprocess exited without a result; its stderr tail is the message."""
 
 
-def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4) -> list[dict[str, Any]]:
+def row_specs(
+    sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4, prompts: str = "arithmetic"
+) -> list[dict[str, Any]]:
     """The rows of one round. On a GPU: the comparison rows and the static-KV-cache variants, no scaling rows
-    (the GPU script has a 5-minute budget)."""
+    (the GPU script has a 5-minute budget). With the GSM8K prompts: the comparison rows, the floors and purld
+    checkpointed as TRL is (each GRPO step of the small model takes TRL about 20 s there)."""
     specs: list[dict[str, Any]] = []
     trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
     for size in sizes:
@@ -651,6 +710,11 @@ def row_specs(sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_
             specs += trl({"kind": "trl_dpo", "size": size})
             specs += [{"kind": "dpo_update_floor", "size": size}, {"kind": "generate_floor", "size": size, "K": 8, "cache": "static"}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8}]
+        elif prompts != "arithmetic":
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8}, *trl({"kind": "trl_grpo", "size": size, "K": 8})]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}]
+            specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
         else:
             # Each row beside the rows it is divided by: this shared machine's speed drifts within minutes (the small
             # model's generate floor took 1.52 s in one round and 1.05 s in the next), neighbours drift less.
@@ -722,6 +786,9 @@ def main() -> None:
     parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
                         "`--rows gpu` on the CPU checks the GPU script's code paths")
     parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
+    parser.add_argument("--prompts", choices=PROMPT_SETS, default="arithmetic",
+                        help="the GRPO rows' prompts (and the DPO rows'): 3-digit additions of about 8 tokens, or GSM8K "
+                        "questions of about 200 (comparison rows only)")
     parser.add_argument("--micro-batch-passes", type=int, default=4,
                         help="the micro-batched rows split the update into this many passes (data.micro_batch_size = sequences / passes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -734,12 +801,12 @@ def main() -> None:
     sizes = args.sizes.split(",")
     ks = sorted({int(k) for k in args.ks.split(",")} | {8})
     common = {"steps": args.steps, "warmup": args.warmup, "threads": args.threads, "precision": args.precision,
-              "device": args.device, "new_tokens": args.new_tokens}
+              "device": args.device, "new_tokens": args.new_tokens, "prompts": args.prompts}
 
     # Every row of a size is measured once per round, rounds interleaved (purld, TRL, floors, purld, …),
     # so slow drifts of a shared machine hit every side alike; a row's figures are medians over rounds.
     specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl,
-                      micro_batch_passes=args.micro_batch_passes)
+                      micro_batch_passes=args.micro_batch_passes, prompts=args.prompts)
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
     errors: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -897,6 +964,7 @@ def write_report(args, sizes, ks, specs, results, errors) -> dict[str, Any]:
         "rows": rows,
         "failed_rows": errors,
         "machine": {**machine, "peak_bf16_flops": peak_flops},
+        "prompts": args.prompts,
         "command": " ".join(["python", "scripts/bench_vs_trl.py", *sys.argv[1:]]),
         "any_under_outside_load": any(r["under_outside_load"] for r in rows),
     }
@@ -911,7 +979,7 @@ def print_table(report: dict[str, Any]) -> None:
 
     machine = report["machine"]
     where = machine["gpu"] or f"{machine['threads']} threads"
-    table = Table(title=f"purld vs TRL · {where} · torch {machine['torch']} · trl {machine['trl']}")
+    table = Table(title=f"purld vs TRL · {report['prompts']} prompts · {where} · torch {machine['torch']} · trl {machine['trl']}")
     for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "peak GPU MB", "outside load", "note"):
         table.add_column(column)
     for r in report["rows"]:
