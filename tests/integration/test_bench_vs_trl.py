@@ -28,3 +28,32 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
     assert all(row["precision"] == "fp32" for row in report["rows"])
     assert report["figures"]["tiny_ranking_fraction_self_judge"] > 0
     assert "grpo_step_ratio" in result.stdout  # the printed table
+
+
+def _harness():
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        import bench_vs_trl
+    finally:
+        sys.path.remove(str(scripts))
+    return bench_vs_trl
+
+
+def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
+    harness = _harness()
+    _, tokenizer = harness.build_model("tiny")
+    limit = harness.MAX_POSITIONS - 32
+    examples = harness.harness_task("gsm8k", 8, tokenizer, limit).examples("train")
+    lengths = [len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) for e in examples]
+    assert len(examples) == 8 and max(lengths) <= limit and min(lengths) > 100  # long prompts, each one fits
+    assert all(e.prompt.startswith("Question: ") and e.reference for e in examples)
+    items = harness.harness_items("gsm8k", 8, tokenizer, limit)  # TRL's dataset and the floors: the same prompts
+    assert [prompt for prompt, _ in items] == [e.prompt for e in examples]
+    dpo = harness.dpo_texts(8, 32, "gsm8k", tokenizer)  # DPO's prompts fit beside a 32-token answer
+    assert [row["prompt"] for row in dpo] == [e.prompt for e in examples]
+    assert harness.dpo_texts(8, 32)[0]["prompt"] != examples[0].prompt  # the default: random strings, as before
+    kinds = [spec["kind"] for spec in harness.row_specs(["tiny"], [4, 8, 16], "cpu", with_trl=True, prompts="gsm8k")]
+    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 8  # comparison rows, no scaling rows
+    with pytest.raises(ValueError, match="--prompts 'squad'"):
+        harness.harness_task("squad", 8, tokenizer, limit)
