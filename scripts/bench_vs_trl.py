@@ -22,7 +22,7 @@ these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa)
   TRL: DPOTrainer.
 - TRL runs with its own defaults except precision (it turns on gradient
   checkpointing); purld is measured without it (its default) and with
-  `student.gradient_checkpointing=full` and `=selective`, in separate rows, and with
+  `student.gradient_checkpointing=full` (GRPO and DPO) and `=selective` (GRPO), in separate rows, and with
   `data.micro_batch_size` (the update in passes of that many sequences). purld's
   rows run its default `student.lean_activations` (RMSNorm and SwiGLU layers that
   save only their inputs: the same numbers), and one row each without it; TRL and
@@ -87,25 +87,32 @@ ATTENTION = "eager"  # the Llama sizes' attention kernel, on every side: the fas
 
 
 def build_model(
-    size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION, lean_activations: bool = False
+    size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION, lean_activations: bool = False,
+    checkpointing: str | None = None,
 ):
     """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape.
     `lean_activations`: purld's default `student.lean_activations` (purld's rows); TRL and the floors run
-    transformers' own layers."""
+    transformers' own layers. `checkpointing`: purld's `student.gradient_checkpointing` (`full`, what TRL does by
+    default, or `selective`)."""
     if size in QWEN_SIZES:
         model, tokenizer = build_qwen(size, seed, device)
         if lean_activations:
             from purld.students.lean_activations import use_lean_activations
 
             use_lean_activations(model)
-        return model, tokenizer
-    from purld.students.tiny import TinyLlamaStudent
+    else:
+        from purld.students.tiny import TinyLlamaStudent
 
-    model, tokenizer = TinyLlamaStudent(
-        **SIZES[size], max_position_embeddings=MAX_POSITIONS, seed=seed, attn_implementation=attn_implementation,
-        lean_activations=lean_activations,
-    ).load()
-    return model.to(device), tokenizer
+        model, tokenizer = TinyLlamaStudent(
+            **SIZES[size], max_position_embeddings=MAX_POSITIONS, seed=seed, attn_implementation=attn_implementation,
+            lean_activations=lean_activations,
+        ).load()
+        model = model.to(device)
+    if checkpointing:
+        from purld.students.base import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model, selective=checkpointing == "selective")
+    return model, tokenizer
 
 
 def build_qwen(size: str, seed: int, device: str):
@@ -268,11 +275,7 @@ def purld_grpo(
     from purld.rollout.sampler import Sampler
     from purld.teachers.reference import ReferenceTeacher
 
-    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations)
-    if checkpointing:  # student.gradient_checkpointing=full (what TRL does by default) or selective
-        from purld.students.base import enable_gradient_checkpointing
-
-        enable_gradient_checkpointing(model, selective=checkpointing == "selective")
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing)
     task = harness_task(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)
     rankers = {"lexical": LexicalRanker, "likelihood": LikelihoodRanker, "self_judge": SelfJudgeRanker}
     with tempfile.TemporaryDirectory() as tmp:
@@ -560,6 +563,7 @@ def dpo_update_floor(
 def purld_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
     micro_batch_size: int | None = None, lean_activations: bool = True, prompts: str = "arithmetic",
+    checkpointing: str | None = None,
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -568,7 +572,7 @@ def purld_dpo(
     from purld.objectives.dpo import DPOObjective
     from purld.types import Example, Pairs, PromptBatch, Rollout
 
-    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations)
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing)
     module = PairwiseModule(
         model=model,
         tokenizer=tokenizer,
@@ -715,6 +719,7 @@ def row_specs(
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
+            specs += [{"kind": "purld_dpo", "size": size, "checkpointing": "full"}]
         else:
             # Each row beside the rows it is divided by: this shared machine's speed drifts within minutes (the small
             # model's generate floor took 1.52 s in one round and 1.05 s in the next), neighbours drift less.
@@ -726,7 +731,7 @@ def row_specs(
             specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks if K != 8]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
-            specs += [{"kind": "purld_dpo", "size": size, "lean_activations": False}]
+            specs += [{"kind": "purld_dpo", "size": size, "lean_activations": False}, {"kind": "purld_dpo", "size": size, "checkpointing": "full"}]
             specs += [{"kind": "purld_dpo", "size": size, "micro_batch_size": NUM_PROMPTS * 2 // micro_batch_passes}]
     return specs
 
@@ -871,6 +876,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
         checkpointed = find("purld_grpo", size, K=8, checkpointing="full")  # as TRL runs by default: memory for time
+        dpo_checkpointed = find("purld_dpo", size, checkpointing="full")
         selective = find("purld_grpo", size, K=8, checkpointing="selective")
         micro = find("purld_grpo", size, K=8, micro_batch_size=ANY_VALUE)
         dpo_micro = find("purld_dpo", size, micro_batch_size=ANY_VALUE)
@@ -892,6 +898,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "dpo_rss_ratio_without_lean_activations": ratio((dpo_plain_layers, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
             "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "dpo_step_ratio_checkpointing": ratio((dpo_checkpointed, "step_s"), (trl_dpo_row, "step_s")),
+            "dpo_rss_ratio_checkpointing": ratio((dpo_checkpointed, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
             "grpo_step_ratio_selective_checkpointing": ratio((selective, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_selective_checkpointing": ratio((selective, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             # data.micro_batch_size: the update in passes of that many sequences (memory for some time)
@@ -927,7 +935,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
 HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
             "rollout_vs_generate_floor", "grpo_step_ratio_without_lean_activations", "grpo_rss_ratio_without_lean_activations",
             "dpo_step_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
-            "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing",
+            "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing", "dpo_step_ratio_checkpointing", "dpo_rss_ratio_checkpointing",
             "grpo_step_ratio_selective_checkpointing", "grpo_rss_ratio_selective_checkpointing",
             "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
             "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",

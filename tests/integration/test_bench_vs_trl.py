@@ -21,7 +21,8 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
     report = json.loads(out.read_text())
     for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio",
                  "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor",
-                 "grpo_rss_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations"):
+                 "grpo_rss_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
+                 "grpo_rss_ratio_checkpointing", "dpo_rss_ratio_checkpointing"):
         assert report[name] > 0, name
     kinds = {row["kind"] for row in report["rows"]}
     assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor"}
@@ -54,6 +55,6 @@ def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
     assert [row["prompt"] for row in dpo] == [e.prompt for e in examples]
     assert harness.dpo_texts(8, 32)[0]["prompt"] != examples[0].prompt  # the default: random strings, as before
     kinds = [spec["kind"] for spec in harness.row_specs(["tiny"], [4, 8, 16], "cpu", with_trl=True, prompts="gsm8k")]
-    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 8  # comparison rows, no scaling rows
+    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 9  # comparison rows, no scaling rows
     with pytest.raises(ValueError, match="--prompts 'squad'"):
         harness.harness_task("squad", 8, tokenizer, limit)
