@@ -13,8 +13,9 @@ same lengths, and the same attention kernel (eager: on this CPU the faster one a
 these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa):
 - GRPO: 8 prompts × K completions of exactly 32 new tokens (EOS suppressed on
   both sides); the prompts are 3-digit additions of about 8 tokens, or with
-  `--prompts gsm8k` GSM8K questions of about 200 (the comparison rows only), β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same
-  lexical (ROUGE-L to the anchor) reward, one optimisation step per rollout.
+  `--prompts gsm8k` GSM8K questions of about 200 (the comparison rows only);
+  β 0.04, ε 0.2, loss_type dapo, group-scaled rewards, the same lexical
+  (ROUGE-L to the anchor) reward, one optimisation step per rollout.
   purld: `purld-train`'s GroupModule under a Lightning Trainer. TRL: GRPOTrainer.
 - DPO: 8 pairs of ~32-token prompts and ~32-token answers, β 0.1, sigmoid loss,
   a frozen reference model. purld: PairwiseModule.dpo_step + AdamW step (the
@@ -70,6 +71,8 @@ QWEN_SIZES = {  # random-init Qwen2, the char tokenizer padded to the vocabulary
 }
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 datasheet figures, the usual MFU denominator
 NUM_PROMPTS = 8
+PROMPT_SETS = ("arithmetic", "gsm8k")
+MAX_POSITIONS = 256  # the Llama sizes' max_position_embeddings: a prompt and its completion must fit
 BETA_GRPO, EPSILON, BETA_DPO, LR = 0.04, 0.2, 0.1, 1e-5
 
 
@@ -156,10 +159,6 @@ def parameter_count(model) -> int:
 def update_flops(num_parameters: int, num_tokens: int) -> float:
     """Model FLOPs of one update: policy forward + backward (6·N per token) and reference forward (2·N per token)."""
     return 8.0 * num_parameters * num_tokens
-
-
-PROMPT_SETS = ("arithmetic", "gsm8k")
-MAX_POSITIONS = 256  # the Llama sizes' max_position_embeddings: a prompt and its completion must fit
 
 
 def arithmetic_task(count: int):
