@@ -12,11 +12,15 @@ import pytest
 
 pytest.importorskip("trl", reason="the [bench] extra (TRL) is not installed")
 
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_vs_trl.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import bench_vs_trl as harness  # noqa: E402
+
 
 def test_harness_quick_run_writes_every_figure(tmp_path):
-    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_vs_trl.py"
     out = tmp_path / "vs_trl.json"
-    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio",
@@ -31,18 +35,7 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
     assert "grpo_step_ratio" in result.stdout  # the printed table
 
 
-def _harness():
-    scripts = Path(__file__).resolve().parents[2] / "scripts"
-    sys.path.insert(0, str(scripts))
-    try:
-        import bench_vs_trl
-    finally:
-        sys.path.remove(str(scripts))
-    return bench_vs_trl
-
-
 def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
-    harness = _harness()
     _, tokenizer = harness.build_model("tiny")
     limit = harness.MAX_POSITIONS - 32
     examples = harness.harness_task("gsm8k", 8, tokenizer, limit).examples("train")
