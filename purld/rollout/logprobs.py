@@ -10,9 +10,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import noop_context_fn
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
@@ -184,10 +186,18 @@ class ReadOnlyPrefixCache(DynamicCache):
     `read_only_for(K)`: each prefix row is continued by K consecutive rows of the new states. Plain layers join
     the prefix, broadcast K times, in the one copy that joining makes anyway (no K-times repeated prefix is
     stored); other layer kinds (sliding window) get the prefix repeated and their own update.
+    Within `replaying()` (the recomputation of a checkpointed prefix layer in backward) an update returns what
+    the prefix's own update returned in the forward, from the layer's state before it, and again keeps nothing.
     """
 
     read_only = False
     repeats = 1
+    replaying_prefix = False
+    records_for_replay = False  # set while checkpointed prefix layers write the cache
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.states_before_prefix: dict[int, dict] = {}  # layer → its attributes before the prefix's update
 
     def read_only_for(self, repeats: int) -> None:
         if all(type(layer) is DynamicLayer for layer in self.layers):
@@ -196,18 +206,43 @@ class ReadOnlyPrefixCache(DynamicCache):
             self.batch_repeat_interleave(repeats)
         self.read_only = True
 
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        self.replaying_prefix = True
+        try:
+            yield
+        finally:
+            self.replaying_prefix = False
+
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
-        if not self.read_only:
-            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if self.replaying_prefix:
+            return self._update_from(self.states_before_prefix[layer_idx], key_states, value_states, layer_idx, *args, **kwargs)
         layer = self.layers[layer_idx]
+        if not self.read_only:
+            if not self.records_for_replay:
+                return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+            # References, not copies: the layer's update rebinds its tensors rather than writing into them.
+            before = self.states_before_prefix[layer_idx] = dict(vars(layer))
+            keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+            if type(layer) is DynamicLayer and before["is_initialized"]:  # views of the joined states: the old ones go
+                length = before["keys"].shape[-2]
+                before.update(keys=keys[..., :length, :], values=values[..., :length, :])
+            return keys, values
         if type(layer) is DynamicLayer:
             return joined_states(layer.keys, key_states, self.repeats), joined_states(layer.values, value_states, self.repeats)
-        state = dict(vars(layer))  # the layer's own update rebinds its tensors (and lengths); put them back
+        return self._update_from(dict(vars(layer)), key_states, value_states, layer_idx, *args, **kwargs)
+
+    def _update_from(self, state: dict, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
+        """The layer's own update run from `state` (its attributes at some point); the layer is left as it is."""
+        layer = self.layers[layer_idx]
+        current = dict(vars(layer))
+        vars(layer).clear()
+        vars(layer).update(state)
         try:
             return super().update(key_states, value_states, layer_idx, *args, **kwargs)
         finally:
             vars(layer).clear()
-            vars(layer).update(state)
+            vars(layer).update(current)
 
 
 def joined_states(prefix: Tensor, new: Tensor, repeats: int) -> Tensor:
@@ -221,18 +256,57 @@ def joined_states(prefix: Tensor, new: Tensor, repeats: int) -> Tensor:
 
 
 @contextmanager
-def checkpointed_layers(model: PreTrainedModel, *, checkpoint: bool, keep_cache: bool) -> Iterator[None]:
+def checkpointed_layers(
+    model: PreTrainedModel, *, checkpoint: bool, keep_cache: bool, replayed_cache: ReadOnlyPrefixCache | None = None
+) -> Iterator[None]:
     """Within: the model's checkpointable layers checkpoint (or not), and keep a passed cache (or drop it, the
-    transformers default under checkpointing). Layers whose checkpointing is off are left alone."""
+    transformers default under checkpointing). Layers whose checkpointing is off are left alone.
+    `replayed_cache`: the layers write that cache, and their recomputation in backward runs within its
+    `replaying()`, so that it returns the forward's states again and writes nothing. Where a layer's
+    checkpointing cannot say when it recomputes (not torch's non-reentrant `checkpoint`), the layers run
+    unchecked instead."""
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    functions = [layer._gradient_checkpointing_func for layer in layers]
+    if replayed_cache is not None:
+        replaying_functions = [replaying_checkpoint(function, replayed_cache) for function in functions]
+        if checkpoint and all(replaying_functions):
+            for layer, function in zip(layers, replaying_functions, strict=True):
+                layer._gradient_checkpointing_func = function
+            replayed_cache.records_for_replay = True
+        else:
+            checkpoint = False
     for layer in layers:
         layer.gradient_checkpointing, layer._can_checkpoint_with_cache = checkpoint, keep_cache
     try:
         yield
     finally:
-        for layer in layers:
-            layer.gradient_checkpointing = True
+        for layer, function in zip(layers, functions, strict=True):
+            layer.gradient_checkpointing, layer._gradient_checkpointing_func = True, function
             del layer._can_checkpoint_with_cache  # back to the class's default
+        if replayed_cache is not None:
+            replayed_cache.records_for_replay = False
+
+
+def replaying_checkpoint(function, cache: ReadOnlyPrefixCache):
+    """A layer's checkpointing function (transformers': `partial(checkpoint, use_reentrant=False, ...)`) whose
+    recomputation also runs within `cache.replaying()`, next to the layer's own `context_fn` (selective
+    checkpointing's); None when it is not torch's non-reentrant `checkpoint`, the only kind with a
+    recomputation context."""
+    if not isinstance(function, partial) or function.keywords.get("use_reentrant") is not False:
+        return None
+    own_contexts = function.keywords.get("context_fn", noop_context_fn)
+
+    def contexts():
+        forward, recompute = own_contexts()
+        return forward, _both(recompute, cache.replaying())
+
+    return partial(function, context_fn=contexts)
+
+
+@contextmanager
+def _both(first, second) -> Iterator[None]:
+    with first, second:
+        yield
 
 
 MIN_TOKENS_SAVED = 64  # (B − 1)·h: below, a common head of h tokens is not worth its own model call
@@ -286,8 +360,10 @@ def forward_after_shared_prefix(
     with K·T, not K·(L + T). Tokens that every prefix starts with (`split_common_head`: a
     system prompt, a judge's instruction) run once for the whole batch, their cache repeated B
     times. Gradients flow through the shared caches into the prefixes.
-    Under activation checkpointing the prefixes (1 and B rows) run unchecked and the continuation's
-    layers are checkpointed with the prefix cache, read-only, kept.
+    Under activation checkpointing the prefixes' layers are checkpointed too: their recomputation in backward
+    returns the cache's states as the forward did and writes nothing (`ReadOnlyPrefixCache.replaying`); the
+    continuation's layers are checkpointed with the prefix cache, read-only, kept. The common head (1 row)
+    runs unchecked.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
@@ -320,10 +396,11 @@ def forward_after_shared_prefix(
     head_ids, prefix_ids, prefix_mask = split_common_head(prefix_ids, prefix_mask)
     head_mask = prefix_mask.new_ones(1, head_ids.shape[1])
     prefix_mask = torch.cat([head_mask.expand(B, -1), prefix_mask], dim=1).long()  # the cached head, then each rest
-    with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
-        if head_ids.shape[1]:
+    if head_ids.shape[1]:
+        with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
             run(head_ids, head_mask.long(), keep=1)
-            cache.batch_repeat_interleave(B)
+        cache.batch_repeat_interleave(B)
+    with checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext():
         prefix = run(prefix_ids, prefix_mask, keep=1)
     cache.read_only_for(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)

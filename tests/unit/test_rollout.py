@@ -1,5 +1,6 @@
 import copy
 import warnings
+from functools import partial
 
 import pytest
 import torch
@@ -212,23 +213,65 @@ def _tiny_llama_and_its_numbers(lora: bool = False):
 @pytest.mark.parametrize("selective", [False, True])
 @pytest.mark.parametrize("lora", [False, True])
 def test_gradient_checkpointing_keeps_prompt_sharing_and_the_same_numbers(monkeypatch, lora, selective):
-    """Checkpointed (full or selective), the prompts are still read once: the prefix runs unchecked, the
-    continuation's layers are replayed in backward over the same read-only prefix cache. Same log-probs, same
-    gradients; the layers' own checkpointing settings are back as they were afterwards."""
+    """Checkpointed (full or selective), the prompts are still read once, and their layers are checkpointed too:
+    backward replays each prompt layer once, its cache update returning the forward's states and writing nothing;
+    the continuation's layers are replayed over the same read-only prefix cache. Same log-probs, same gradients;
+    the layers' own checkpointing settings are back as they were afterwards."""
     from purld.rollout import logprobs
     from purld.students.base import enable_gradient_checkpointing
 
     model, inputs, plain = _tiny_llama_and_its_numbers(lora)
     enable_gradient_checkpointing(model, selective=selective)
     layers = model.get_decoder().layers
+    checkpointed_calls, functions = [], [layer._gradient_checkpointing_func for layer in layers]
+    for layer, function in zip(layers, functions):  # still transformers' partial(checkpoint, use_reentrant=False)
+        counting = partial(_counting(function.func, checkpointed_calls), **function.keywords)
+        monkeypatch.setattr(layer, "_gradient_checkpointing_func", counting)
+    counted = [layer._gradient_checkpointing_func for layer in layers]
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
+    caches, updates = _recording_caches(monkeypatch)
+    checkpointed = _logps_and_grads(model, inputs, 1.0)
+    assert len(shared_calls) == 1 and len(checkpointed_calls) == 2 * len(layers)  # the prompts' layers, the continuation's
+    replays = [(layer_idx, rows) for replaying, layer_idx, rows in updates if replaying]
+    assert sorted(replays) == [(i, 2) for i in range(len(layers))]  # each prompt layer once, for the 2 prompts
+    prompt_length = inputs[0].shape[1]
+    assert all(layer.keys.shape[-2] == prompt_length for layer in caches[0].layers)  # nothing written twice
+    _assert_same_numbers(checkpointed, plain, inputs[3])
+    assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache for layer in layers)
+    assert all(layer._gradient_checkpointing_func is function for layer, function in zip(layers, counted, strict=True))
+
+
+def _recording_caches(monkeypatch):
+    """The prefix caches that `forward_after_shared_prefix` makes, and each update's (replaying, layer, rows)."""
+    from purld.rollout import logprobs
+
+    caches, updates, cache_class = [], [], logprobs.ReadOnlyPrefixCache
+    update = cache_class.update
+
+    def recorded_update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        updates.append((self.replaying_prefix, layer_idx, key_states.shape[0]))
+        return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+    monkeypatch.setattr(cache_class, "update", recorded_update)
+    monkeypatch.setattr(logprobs, "ReadOnlyPrefixCache", lambda **kwargs: caches.append(cache_class(**kwargs)) or caches[-1])
+    return caches, updates
+
+
+def test_checkpointing_that_cannot_mark_its_recomputation_leaves_the_prompts_unchecked(monkeypatch):
+    """A layer checkpointing function other than torch's non-reentrant `checkpoint` (no recomputation context):
+    the prompts' layers run unchecked, the continuation's checkpointed; the same numbers."""
+    from purld.students.base import enable_gradient_checkpointing
+
+    model, inputs, plain = _tiny_llama_and_its_numbers()
+    enable_gradient_checkpointing(model)
+    layers = model.get_decoder().layers
     checkpointed_calls = []
     for layer in layers:
         monkeypatch.setattr(layer, "_gradient_checkpointing_func", _counting(layer._gradient_checkpointing_func, checkpointed_calls))
-    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
+    _, updates = _recording_caches(monkeypatch)
     checkpointed = _logps_and_grads(model, inputs, 1.0)
-    assert len(shared_calls) == 1 and len(checkpointed_calls) == len(layers)  # the continuation's layers only
+    assert len(checkpointed_calls) == len(layers) and not any(replaying for replaying, _, _ in updates)
     _assert_same_numbers(checkpointed, plain, inputs[3])
-    assert all(layer.gradient_checkpointing and not layer._can_checkpoint_with_cache for layer in layers)
 
 
 def test_selective_checkpointing_keeps_the_matmuls_and_runs_under_autocast_with_its_cache(monkeypatch):
@@ -267,25 +310,30 @@ def test_joined_states_read_each_prefix_row_for_its_continuations():
     assert torch.equal(joined_states(prefix, new[:2], 1), torch.cat([prefix, new[:2]], dim=-2))
 
 
-def test_sliding_window_layers_share_the_prompt_through_their_own_update(monkeypatch):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_sliding_window_layers_share_the_prompt_through_their_own_update(monkeypatch, checkpointing):
     """Cache layers other than the plain one (a sliding window) get the prefix repeated and run their own update,
-    kept read-only: the same numbers as the full forward."""
+    kept read-only; checkpointed, the prompt layers' replay runs that update again from the state before it: the
+    same numbers as the full forward."""
     from transformers import MistralConfig, MistralForCausalLM
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
     from purld.rollout import logprobs
+    from purld.students.base import enable_gradient_checkpointing
 
     tokenizer = build_char_tokenizer()
     config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, sliding_window=64, pad_token_id=tokenizer.pad_token_id)
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = MistralForCausalLM(config).train()
     prompt_ids, prompt_mask, completion_ids, mask = _two_prompts_four_completions(tokenizer)
-    caches, cache_class = [], logprobs.ReadOnlyPrefixCache
-    monkeypatch.setattr(logprobs, "ReadOnlyPrefixCache", lambda **kwargs: caches.append(cache_class(**kwargs)) or caches[-1])
-    shared = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), 1.0)
     full = _logps_and_grads(model, (prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0), completion_ids, mask), 1.0)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    caches, updates = _recording_caches(monkeypatch)
+    shared = _logps_and_grads(model, (prompt_ids, prompt_mask, completion_ids, mask), 1.0)
     assert len(caches) == 1 and all(type(layer) is DynamicSlidingWindowLayer for layer in caches[0].layers)
+    assert sum(replaying for replaying, _, _ in updates) == (config.num_hidden_layers if checkpointing else 0)
     _assert_same_numbers(shared, full, mask)
 
 
