@@ -169,12 +169,17 @@ def checkpointed(model: PreTrainedModel) -> bool:
 def prompts_can_be_shared(model: PreTrainedModel) -> bool:
     """Whether `forward_after_shared_prefix` may run this model: not where checkpointed layers would drop the
     cache (transformers before `_can_checkpoint_with_cache`), nor while gradients are on through torch's
-    `checkpoint_wrapper` (e.g. Lightning FSDP's `activation_checkpointing_policy`), which replays the prompt's
-    pass too and would write the shared cache again. (The wrapper is matched by name: its class sits in a
-    private torch module.)"""
+    `checkpoint_wrapper` (e.g. Lightning FSDP's `activation_checkpointing_policy`) with a checkpointing function
+    whose recomputation cannot be marked (the reentrant one, a user's own): it replays the prompt's pass too and
+    would write the shared cache again."""
     if checkpointed(model) and not _CHECKPOINTING_KEEPS_A_READ_ONLY_CACHE:
         return False
-    return not (torch.is_grad_enabled() and any(type(m).__name__ == "CheckpointWrapper" for m in model.modules()))
+    return not torch.is_grad_enabled() or all(marks_its_recomputation(w.checkpoint_fn) for w in checkpoint_wrappers(model))
+
+
+def checkpoint_wrappers(model: PreTrainedModel) -> list[torch.nn.Module]:
+    """The modules wrapped by torch's `checkpoint_wrapper`, matched by name: the class sits in a private torch module."""
+    return [m for m in model.modules() if type(m).__name__ == "CheckpointWrapper"]
 
 
 class ReadOnlyPrefixCache(DynamicCache):
@@ -287,12 +292,16 @@ def checkpointed_layers(
             replayed_cache.records_for_replay = False
 
 
+def marks_its_recomputation(function) -> bool:
+    """Whether a checkpointing function is torch's non-reentrant `checkpoint` with its keywords bound (as
+    transformers and `checkpoint_wrapper` bind them): the only kind whose recomputation takes a context."""
+    return isinstance(function, partial) and function.keywords.get("use_reentrant") is False
+
+
 def replaying_checkpoint(function, cache: ReadOnlyPrefixCache):
-    """A layer's checkpointing function (transformers': `partial(checkpoint, use_reentrant=False, ...)`) whose
-    recomputation also runs within `cache.replaying()`, next to the layer's own `context_fn` (selective
-    checkpointing's); None when it is not torch's non-reentrant `checkpoint`, the only kind with a
-    recomputation context."""
-    if not isinstance(function, partial) or function.keywords.get("use_reentrant") is not False:
+    """A layer's checkpointing function whose recomputation also runs within `cache.replaying()`, next to the
+    layer's own `context_fn` (selective checkpointing's); None where `marks_its_recomputation` does not hold."""
+    if not marks_its_recomputation(function):
         return None
     own_contexts = function.keywords.get("context_fn", noop_context_fn)
 
@@ -301,6 +310,24 @@ def replaying_checkpoint(function, cache: ReadOnlyPrefixCache):
         return forward, _both(recompute, cache.replaying())
 
     return partial(function, context_fn=contexts)
+
+
+@contextmanager
+def replaying_checkpoint_wrappers(wrappers: list[torch.nn.Module], cache: ReadOnlyPrefixCache) -> Iterator[None]:
+    """Within: layers wrapped by torch's `checkpoint_wrapper` write `cache` and replay within its `replaying()`
+    (`prompts_can_be_shared` has checked that they can)."""
+    functions = [wrapper.checkpoint_fn for wrapper in wrappers]
+    for wrapper, function in zip(wrappers, functions, strict=True):
+        wrapper.checkpoint_fn = replaying_checkpoint(function, cache)
+    if wrappers:
+        cache.records_for_replay = True
+    try:
+        yield
+    finally:
+        for wrapper, function in zip(wrappers, functions, strict=True):
+            wrapper.checkpoint_fn = function
+        if wrappers:
+            cache.records_for_replay = False
 
 
 @contextmanager
@@ -363,7 +390,7 @@ def forward_after_shared_prefix(
     Under activation checkpointing the prefixes' layers are checkpointed too: their recomputation in backward
     returns the cache's states as the forward did and writes nothing (`ReadOnlyPrefixCache.replaying`); the
     continuation's layers are checkpointed with the prefix cache, read-only, kept. The common head (1 row)
-    runs unchecked.
+    runs unchecked; under torch's `checkpoint_wrapper`, which checkpoints every pass, it is not split off.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
@@ -393,14 +420,21 @@ def forward_after_shared_prefix(
     def last_positions(output, count: int) -> Tensor:
         return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
 
-    head_ids, prefix_ids, prefix_mask = split_common_head(prefix_ids, prefix_mask)
+    wrappers = checkpoint_wrappers(model) if torch.is_grad_enabled() else []
+    if wrappers:  # they would replay the head's pass too, over a cache that has moved on: each prefix runs whole
+        head_ids = prefix_ids[:1, :0]
+    else:
+        head_ids, prefix_ids, prefix_mask = split_common_head(prefix_ids, prefix_mask)
     head_mask = prefix_mask.new_ones(1, head_ids.shape[1])
     prefix_mask = torch.cat([head_mask.expand(B, -1), prefix_mask], dim=1).long()  # the cached head, then each rest
     if head_ids.shape[1]:
         with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
             run(head_ids, head_mask.long(), keep=1)
         cache.batch_repeat_interleave(B)
-    with checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext():
+    with (
+        checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext(),
+        replaying_checkpoint_wrappers(wrappers, cache),
+    ):
         prefix = run(prefix_ids, prefix_mask, keep=1)
     cache.read_only_for(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)

@@ -352,16 +352,43 @@ def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
     _assert_same_numbers(checkpointed, plain, inputs[3])
 
 
-def test_torch_checkpoint_wrapper_repeats_the_prompts(monkeypatch):
+def test_torch_checkpoint_wrapper_shares_the_prompts_and_replays_them_without_writing(monkeypatch):
     """Layers wrapped by torch's checkpoint_wrapper (Lightning FSDP's activation_checkpointing_policy) replay the
-    prompt's pass in backward as well: the prompts are repeated instead of shared, with the same numbers."""
+    prompt's pass in backward as well: its recomputation runs within the cache's `replaying()`, so the prompts are
+    still read once, with the same numbers. A head common to every prompt is not split off: the wrapper would
+    replay its pass too."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     from purld.rollout import logprobs
 
     model, inputs, plain = _tiny_llama_and_its_numbers()
+    headed_inputs = _prompts_with_a_common_head(build_char_tokenizer())
+    headed_plain = _logps_and_grads(model, headed_inputs, 1.0)
     apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, LlamaDecoderLayer))
+    monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
+    caches, updates = _recording_caches(monkeypatch)
+    wrapped = _logps_and_grads(model, inputs, 1.0)
+    assert len(shared_calls) == 1
+    assert sorted((layer_idx, rows) for replaying, layer_idx, rows in updates if replaying) == [(0, 2), (1, 2)]
+    _assert_same_numbers(wrapped, plain, inputs[3])
+    _assert_same_numbers(_logps_and_grads(model, headed_inputs, 1.0), headed_plain, headed_inputs[3])
+    assert caches[-1].layers[0].keys.shape[-2] == headed_inputs[0].shape[1]  # the whole prompts, head included
+    assert all(type(fn := m.checkpoint_fn) is partial and "context_fn" not in fn.keywords for m in logprobs.checkpoint_wrappers(model))
+
+
+def test_reentrant_torch_checkpoint_wrapper_repeats_the_prompts(monkeypatch):
+    """A reentrant checkpoint_wrapper has no recomputation context to mark: the prompts are repeated K times
+    instead of shared, with the same numbers."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, apply_activation_checkpointing
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper as wrapper
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from purld.rollout import logprobs
+
+    model, inputs, plain = _tiny_llama_and_its_numbers()
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=partial(wrapper, checkpoint_impl=CheckpointImpl.REENTRANT),
+                                   check_fn=lambda module: isinstance(module, LlamaDecoderLayer))
     monkeypatch.setattr(logprobs, "forward_after_shared_prefix", _counting(logprobs.forward_after_shared_prefix, shared_calls := []))
     wrapped = _logps_and_grads(model, inputs, 1.0)
     assert not shared_calls
