@@ -271,25 +271,21 @@ def checkpointed_layers(
     checkpointing cannot say when it recomputes (not torch's non-reentrant `checkpoint`), the layers run
     unchecked instead."""
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
-    functions = [layer._gradient_checkpointing_func for layer in layers]
+    replayed = []
     if replayed_cache is not None:
-        replaying_functions = [replaying_checkpoint(function, replayed_cache) for function in functions]
-        if checkpoint and all(replaying_functions):
-            for layer, function in zip(layers, replaying_functions, strict=True):
-                layer._gradient_checkpointing_func = function
-            replayed_cache.records_for_replay = True
+        if checkpoint and all(marks_its_recomputation(layer._gradient_checkpointing_func) for layer in layers):
+            replayed = [(layer, "_gradient_checkpointing_func") for layer in layers]
         else:
             checkpoint = False
     for layer in layers:
         layer.gradient_checkpointing, layer._can_checkpoint_with_cache = checkpoint, keep_cache
     try:
-        yield
+        with replaying_in_backward(replayed, replayed_cache):
+            yield
     finally:
-        for layer, function in zip(layers, functions, strict=True):
-            layer.gradient_checkpointing, layer._gradient_checkpointing_func = True, function
+        for layer in layers:
+            layer.gradient_checkpointing = True
             del layer._can_checkpoint_with_cache  # back to the class's default
-        if replayed_cache is not None:
-            replayed_cache.records_for_replay = False
 
 
 def marks_its_recomputation(function) -> bool:
@@ -298,11 +294,9 @@ def marks_its_recomputation(function) -> bool:
     return isinstance(function, partial) and function.keywords.get("use_reentrant") is False
 
 
-def replaying_checkpoint(function, cache: ReadOnlyPrefixCache):
-    """A layer's checkpointing function whose recomputation also runs within `cache.replaying()`, next to the
-    layer's own `context_fn` (selective checkpointing's); None where `marks_its_recomputation` does not hold."""
-    if not marks_its_recomputation(function):
-        return None
+def replaying_checkpoint(function: partial, cache: ReadOnlyPrefixCache) -> partial:
+    """A checkpointing function that `marks_its_recomputation`, whose recomputation also runs within
+    `cache.replaying()`, next to the layer's own `context_fn` (selective checkpointing's)."""
     own_contexts = function.keywords.get("context_fn", noop_context_fn)
 
     def contexts():
@@ -313,20 +307,22 @@ def replaying_checkpoint(function, cache: ReadOnlyPrefixCache):
 
 
 @contextmanager
-def replaying_checkpoint_wrappers(wrappers: list[torch.nn.Module], cache: ReadOnlyPrefixCache) -> Iterator[None]:
-    """Within: layers wrapped by torch's `checkpoint_wrapper` write `cache` and replay within its `replaying()`
-    (`prompts_can_be_shared` has checked that they can)."""
-    functions = [wrapper.checkpoint_fn for wrapper in wrappers]
-    for wrapper, function in zip(wrappers, functions, strict=True):
-        wrapper.checkpoint_fn = replaying_checkpoint(function, cache)
-    if wrappers:
+def replaying_in_backward(holders: list[tuple[torch.nn.Module, str]], cache: ReadOnlyPrefixCache | None) -> Iterator[None]:
+    """Within: the checkpointing function held at each (module, attribute) — transformers' layers'
+    `_gradient_checkpointing_func`, torch's `checkpoint_wrapper`'s `checkpoint_fn`, each one that
+    `marks_its_recomputation` — also runs its recomputation within `cache.replaying()`, and the cache records the
+    states those replays need. No holders: nothing changes."""
+    functions = [getattr(module, attribute) for module, attribute in holders]
+    for (module, attribute), function in zip(holders, functions, strict=True):
+        setattr(module, attribute, replaying_checkpoint(function, cache))
+    if holders:
         cache.records_for_replay = True
     try:
         yield
     finally:
-        for wrapper, function in zip(wrappers, functions, strict=True):
-            wrapper.checkpoint_fn = function
-        if wrappers:
+        for (module, attribute), function in zip(holders, functions, strict=True):
+            setattr(module, attribute, function)
+        if holders:
             cache.records_for_replay = False
 
 
@@ -433,7 +429,7 @@ def forward_after_shared_prefix(
         cache.batch_repeat_interleave(B)
     with (
         checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext(),
-        replaying_checkpoint_wrappers(wrappers, cache),
+        replaying_in_backward([(wrapper, "checkpoint_fn") for wrapper in wrappers], cache),  # checked by prompts_can_be_shared
     ):
         prefix = run(prefix_ids, prefix_mask, keep=1)
     cache.read_only_for(K)
