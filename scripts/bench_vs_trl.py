@@ -178,27 +178,17 @@ def harness_task(prompts: str, count: int, tokenizer=None, max_prompt_tokens: in
         return arithmetic_task(count)
     if prompts != "gsm8k":
         raise ValueError(f"--prompts {prompts!r}: allowed values are {', '.join(PROMPT_SETS)}")
-    from purld.tasks.base import Task
     from purld.tasks.gsm8k import GSM8KTask
 
-    gsm8k = GSM8KTask(num_heldout=1)
-    fits = (e for e in gsm8k.examples("train")
-            if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens)
-    fitting = list(itertools.islice(fits, count))  # tokenizes only up to the count-th fitting prompt
-
-    class FittingGSM8K(Task):
-        name, has_oracle = gsm8k.name, gsm8k.has_oracle
-
+    class FittingGSM8K(GSM8KTask):
         def examples(self, split):
-            return list(fitting) if split == "train" else gsm8k.examples(split)
+            if split != "train":
+                return super().examples(split)
+            fits = (e for e in super().examples("train")
+                    if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens)
+            return list(itertools.islice(fits, count))  # tokenizes only up to the count-th fitting prompt
 
-        def extract_answer(self, text):
-            return gsm8k.extract_answer(text)
-
-        def oracle_score(self, example, completion):
-            return gsm8k.oracle_score(example, completion)
-
-    return FittingGSM8K()
+    return FittingGSM8K(num_heldout=1)
 
 
 def harness_items(prompts: str, count: int, tokenizer=None, max_prompt_tokens: int | None = None) -> list[tuple[str, str]]:
