@@ -1,4 +1,5 @@
-"""Rollout throughput: purld's `Sampler.sample` against one plain batched `generate` with num_return_sequences=K.
+"""Rollout throughput: purld's `Sampler.sample` (and `rollout=static`'s decoder) against one plain batched `generate`
+with num_return_sequences=K.
 
     python scripts/bench_rollout.py --out outputs/bench/rollout.json [--precision bf16] [--sizes tiny,small]
 
@@ -9,7 +10,8 @@ arithmetic task (3-digit additions, about 8 tokens, the bench_vs_trl harness's p
 (`task=gsm8k`'s template, the first 8 that fit the model's 256 positions with the new tokens: about 200
 tokens with the character tokenizer). Same model (the harness's random-init
 Llama, `student=tiny` at its sizes), same 8 prompts × K completions of exactly `--new-tokens` tokens (EOS
-suppressed on both sides), the same sampling settings (temperature 1, no top-k / top-p). The two sides alternate
+suppressed on every side), the same sampling settings (temperature 1, no top-k / top-p). A third side is
+`rollout=static` (`StaticDecoderSampler`: purld's own decoder over a preallocated KV cache, eager on a CPU). The sides alternate
 in one process, `--repeats` times after one warm-up each; medians are reported, with the CPU time other
 processes used during the run (/proc/stat).
 """
@@ -44,12 +46,13 @@ def prompt_batch(task_name: str, tokenizer, count: int, max_prompt_tokens: int):
 def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
     import torch
 
-    from purld.rollout.sampler import Sampler
+    from purld.rollout.sampler import Sampler, StaticDecoderSampler
 
     model, tokenizer = harness.build_model(size, lean_activations=True)  # purld's default layers (off when grad is)
     K, T = args.K, args.new_tokens
     batch = prompt_batch(task_name, tokenizer, args.prompts, model.config.max_position_embeddings - T)
     sampler = Sampler(num_candidates=K, max_new_tokens=T, temperature=1.0, suppress_eos=True)
+    static_sampler = StaticDecoderSampler(num_candidates=K, max_new_tokens=T, temperature=1.0, suppress_eos=True)
 
     def plain_generate():
         model.eval()
@@ -63,18 +66,21 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
     def purld_rollout():
         sampler.sample(model, tokenizer, batch)
 
-    times: dict[str, list[float]] = {"purld": [], "generate": []}
+    def static_rollout():
+        static_sampler.sample(model, tokenizer, batch)
+
+    times: dict[str, list[float]] = {"purld": [], "generate": [], "static": []}
     busy_before, cpu_before, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
     with harness.precision_context(args.precision):
         for repeat in range(args.repeats + 1):
-            sides = [("purld", purld_rollout), ("generate", plain_generate)]
+            sides = [("purld", purld_rollout), ("generate", plain_generate), ("static", static_rollout)]
             for name, run in sides if repeat % 2 == 0 else sides[::-1]:
                 began = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - began)
     wall = time.perf_counter() - start
     outside = max(machine_busy_seconds() - busy_before - (time.process_time() - cpu_before), 0.0) / wall
-    purld_s, generate_s = (statistics.median(times[name][1:]) for name in ("purld", "generate"))
+    purld_s, generate_s, static_s = (statistics.median(times[name][1:]) for name in ("purld", "generate", "static"))
     tokens = len(batch) * K * T
     return {
         "size": size, "task": task_name, "precision": args.precision, "K": K, "prompts": len(batch),
@@ -82,8 +88,10 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
         "purld_s": round(purld_s, 4), "generate_s": round(generate_s, 4),
         "purld_tokens_per_s": round(tokens / purld_s, 1), "generate_tokens_per_s": round(tokens / generate_s, 1),
         "purld_vs_generate": round(generate_s / purld_s, 3),  # throughput ratio: > 1 is faster than the floor
+        "static_s": round(static_s, 4), "static_vs_generate": round(generate_s / static_s, 3),
         "purld_rounds_s": [round(t, 4) for t in times["purld"][1:]],
         "generate_rounds_s": [round(t, 4) for t in times["generate"][1:]],
+        "static_rounds_s": [round(t, 4) for t in times["static"][1:]],
         "outside_load_cores": round(outside, 3),
     }
 
@@ -103,11 +111,12 @@ def main() -> None:
     torch = harness.setup_torch(args.threads)
     rows = [measure(size, task, args) for size in args.sizes.split(",") for task in args.tasks.split(",")]
     print("| model | prompts | prompt tokens | purld rollout | plain generate | throughput, purld / generate "
-          "| outside load |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "| `rollout=static` | static / generate | outside load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['size']} | {r['task']} | {r['prompt_tokens']} | {r['purld_s']:.3f} s | {r['generate_s']:.3f} s "
-              f"| {r['purld_vs_generate']:.2f} | {r['outside_load_cores']:.2f} cores |")
+              f"| {r['purld_vs_generate']:.2f} | {r['static_s']:.3f} s | {r['static_vs_generate']:.2f} "
+              f"| {r['outside_load_cores']:.2f} cores |")
     report = {
         "machine": {
             "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,

@@ -248,7 +248,7 @@ def precision_context(precision: str, device: str = "cpu"):
 def purld_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: str | None = None,
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
-    lean_activations: bool = True, prompts: str = "arithmetic",
+    lean_activations: bool = True, prompts: str = "arithmetic", decoder: str = "generate",
 ) -> dict:
     setup_torch(threads)
     import copy
@@ -263,10 +263,14 @@ def purld_grpo(
     from purld.ranking.lexical import LexicalRanker
     from purld.ranking.likelihood import LikelihoodRanker
     from purld.ranking.self_judge import SelfJudgeRanker
-    from purld.rollout.sampler import Sampler
+    from purld.rollout.sampler import Sampler, StaticDecoderSampler
     from purld.teachers.reference import ReferenceTeacher
 
     model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing)
+    if decoder == "static":  # rollout=static: purld's own decoder (a CUDA graph per token step on a GPU)
+        sampler = StaticDecoderSampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True)
+    else:
+        sampler = Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache)
     task = harness_task(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)
     rankers = {"lexical": LexicalRanker, "likelihood": LikelihoodRanker, "self_judge": SelfJudgeRanker}
     with tempfile.TemporaryDirectory() as tmp:
@@ -285,7 +289,7 @@ def purld_grpo(
             model=model,
             tokenizer=tokenizer,
             optimizer=purld_optimizer,
-            sampler=Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache),
+            sampler=sampler,
             reference_model=copy.deepcopy(model),
             micro_batch_size=micro_batch_size,
         )
@@ -693,23 +697,24 @@ class WorkerFailed(RuntimeError):
 def row_specs(
     sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4, prompts: str = "arithmetic"
 ) -> list[dict[str, Any]]:
-    """The rows of one round. On a GPU: the comparison rows and the static-KV-cache variants, no scaling rows
-    (the GPU script has a 5-minute budget). With the GSM8K prompts: the comparison rows, the floors and purld
+    """The rows of one round. On a GPU: the comparison rows and purld's own decoder (`rollout=static`), also
+    checkpointed, no scaling rows (the GPU script has a 5-minute budget). With the GSM8K prompts: the comparison rows, the floors and purld
     checkpointed as TRL is (each GRPO step of the small model takes TRL about 26 s there in bf16, 54 s in fp32)."""
     specs: list[dict[str, Any]] = []
     trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
     for size in sizes:
         if rows == "gpu":  # the most telling rows first: a run cut short keeps them (the JSON is rewritten after each row)
-            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "cache": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
             specs += trl({"kind": "trl_grpo", "size": size, "K": 8})
             specs += [{"kind": "grpo_update_floor", "size": size, "K": 8}, {"kind": "purld_dpo", "size": size}]
             specs += trl({"kind": "trl_dpo", "size": size})
-            specs += [{"kind": "dpo_update_floor", "size": size}, {"kind": "generate_floor", "size": size, "K": 8, "cache": "static"}]
-            specs += [{"kind": "purld_grpo", "size": size, "K": 8}]
+            specs += [{"kind": "dpo_update_floor", "size": size}, {"kind": "purld_grpo", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static", "checkpointing": "full"}]
         elif prompts != "arithmetic":
             specs += [{"kind": "purld_grpo", "size": size, "K": 8}, *trl({"kind": "trl_grpo", "size": size, "K": 8})]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
             specs += [{"kind": "purld_dpo", "size": size, "checkpointing": "full"}]
         else:
@@ -720,6 +725,7 @@ def row_specs(
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": c} for c in ("full", "selective")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": NUM_PROMPTS * 8 // micro_batch_passes}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}]
             specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks if K != 8]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
@@ -729,7 +735,7 @@ def row_specs(
 
 
 ANY_VALUE = object()
-VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations")  # a row with one of these is a variant, not the comparison row
+VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations", "decoder")  # a row with one of these is a variant, not the comparison row
 def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
 
@@ -862,9 +868,9 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
     figures: dict[str, Any] = {}
     for size in sizes:
         purld = {K: find("purld_grpo", size, K=K) for K in ks}
-        static = find("purld_grpo", size, K=8, cache="static")
+        static = find("purld_grpo", size, K=8, decoder="static")  # rollout=static: purld's own decoder
+        static_checkpointed = find("purld_grpo", size, K=8, decoder="static", checkpointing="full")
         generate, update = find("generate_floor", size), find("grpo_update_floor", size)
-        generate_static = find("generate_floor", size, cache="static")
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
         checkpointed = find("purld_grpo", size, K=8, checkpointing="full")  # as TRL runs by default: memory for time
@@ -899,17 +905,19 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "grpo_rss_ratio_micro_batch": ratio((micro, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "dpo_step_ratio_micro_batch": ratio((dpo_micro, "step_s"), (trl_dpo_row, "step_s")),
             "dpo_rss_ratio_micro_batch": ratio((dpo_micro, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
-            # The static-KV-cache rows (GPU): purld's rollout with rollout.cache_implementation=static.
-            "grpo_step_ratio_static_cache": ratio((static, "step_s"), (trl_grpo_row, "step_s")),
-            "rollout_vs_generate_floor_static_cache": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
-            "generate_static_vs_dynamic": ratio((generate_static, "tokens_per_s"), (generate, "tokens_per_s")),
+            "grpo_step_ratio_static_decoder": ratio((static, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_static_decoder": ratio((static, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
+            "grpo_step_vs_floor_static_decoder": ratio((static, "step_s"), (floor, "step_s")),
+            "rollout_vs_generate_floor_static_decoder": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
+            "grpo_step_ratio_static_decoder_checkpointing": ratio((static_checkpointed, "step_s"), (trl_grpo_row, "step_s")),
         }
         if memory == "peak_gpu_mb":
             values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
-            values["grpo_gpu_memory_ratio_static_cache"] = ratio((static, memory), (trl_grpo_row, memory))
+            values["grpo_gpu_memory_ratio_static_decoder"] = ratio((static, memory), (trl_grpo_row, memory))
+            values["grpo_gpu_memory_ratio_static_decoder_checkpointing"] = ratio((static_checkpointed, memory), (trl_grpo_row, memory))
             values["dpo_gpu_memory_ratio"] = ratio((dpo, memory), (trl_dpo_row, memory))
         if peak_flops:  # model-FLOPs utilisation of the updates
-            for name, row, seconds in (("grpo_update_mfu", purld[8], "update_total_s"), ("grpo_update_mfu_static_cache", static, "update_total_s"),
+            for name, row, seconds in (("grpo_update_mfu", purld[8], "update_total_s"), ("grpo_update_mfu_static_decoder", static, "update_total_s"),
                                        ("grpo_update_floor_mfu", update, "update_s"), ("dpo_update_mfu", dpo, "step_s"),
                                        ("dpo_update_floor_mfu", dpo_floor, "step_s")):
                 if row is not None and row.get("update_flops") and row.get(seconds):
@@ -930,9 +938,11 @@ HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_rati
             "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing", "dpo_step_ratio_checkpointing", "dpo_rss_ratio_checkpointing",
             "grpo_step_ratio_selective_checkpointing", "grpo_rss_ratio_selective_checkpointing",
             "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
-            "grpo_step_ratio_static_cache", "rollout_vs_generate_floor_static_cache", "generate_static_vs_dynamic",
-            "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_cache", "dpo_gpu_memory_ratio",
-            "grpo_update_mfu", "grpo_update_mfu_static_cache", "grpo_update_floor_mfu", "dpo_update_mfu", "dpo_update_floor_mfu")
+            "grpo_step_ratio_static_decoder", "grpo_rss_ratio_static_decoder", "grpo_step_vs_floor_static_decoder",
+            "rollout_vs_generate_floor_static_decoder", "grpo_step_ratio_static_decoder_checkpointing",
+            "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_decoder", "grpo_gpu_memory_ratio_static_decoder_checkpointing",
+            "dpo_gpu_memory_ratio", "grpo_update_mfu", "grpo_update_mfu_static_decoder", "grpo_update_floor_mfu", "dpo_update_mfu",
+            "dpo_update_floor_mfu")
 
 
 def machine_description(args: argparse.Namespace) -> dict[str, Any]:
@@ -993,6 +1003,8 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"{r['tokens_per_s']:.0f} tok/s"
         if r.get("cache"):
             note = f"{r['cache']} KV cache; " + note
+        if r.get("decoder"):
+            note = f"rollout={r['decoder']}; " + note
         if r.get("micro_batch_size"):
             note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
         if r.get("lean_activations") is False:

@@ -5,8 +5,9 @@
 #   pip install -e ".[bench]"          # purld + TRL on a machine with a CUDA build of torch
 #   bash scripts/gpu_bench.sh [OUT.json]
 #
-# One round, 1 warm-up + 2 measured steps per row: it must fit in 5 minutes of device time. Rows beyond the
-# CPU harness: purld with rollout.cache_implementation=static, and plain `generate` with the static cache.
+# One round, 1 warm-up + 2 measured steps per row: it must fit in 5 minutes of device time. The rows: purld with
+# its own decoder (rollout=static: a CUDA graph per token step, captured in the warm-up step), also checkpointed
+# (memory), then the comparison rows against TRL and the floors.
 # Each row runs in its own process (its peak GPU memory is its own); a failed row is recorded, the rest go on.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -126,6 +126,11 @@ def check_launch(cfg: DictConfig) -> None:
             "data.micro_batch_size is not supported with trainer=fsdp (FSDP reduces gradients in its own backward "
             "hooks); set data.micro_batch_size=null, or save memory with student.gradient_checkpointing=true"
         )
+    if is_fsdp and str(_get(cfg, "rollout._target_") or "").endswith("StaticDecoderSampler"):
+        raise ConfigError(
+            "rollout=static is not supported with trainer=fsdp (its decoder calls the layers' modules directly, "
+            "which FSDP keeps sharded outside its own forward); use rollout=default"
+        )
     if name in ("", "auto", "single_device") or not HydraConfig.initialized():
         return
     from hydra.types import RunMode

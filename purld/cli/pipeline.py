@@ -191,6 +191,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     with clock("load_student"):
         model, tokenizer = load_student(parts)
+    try:
+        parts.sampler.check(model)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     datamodule = make_datamodule(cfg, parts, tokenizer)
     hyperparameters = {
         **{f"choice/{name}": value for name, value in key_choices(cfg).items()},

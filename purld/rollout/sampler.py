@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
+from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.logprobs import cache_argument_name
 from purld.types import Candidates, PromptBatch, Rollout
 
@@ -167,23 +168,12 @@ class Sampler:
             return {}
         return {"cache_implementation": self.cache_implementation, "disable_compile": True}
 
+    def check(self, model: PreTrainedModel) -> None:
+        """Raise ValueError, before any training, if this sampler cannot run `model`."""
+
     def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> Rollout:
         B, K = len(batch), self.num_candidates
-        recorder = _RecordSamplingLogps(self.temperature, tokenizer.eos_token_id if self.suppress_eos else None)
-        completion_ids = generate_completions(
-            model,
-            tokenizer,
-            batch,
-            num_samples=K,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=True,
-            temperature=1.0,  # applied by the recorder, which must see the final distribution
-            top_k=0,
-            top_p=1.0,
-            logits_processor=LogitsProcessorList([recorder]),
-            **self.cache_kwargs(),
-        )  # (B·K, T)
-        token_logps = recorder.finish(completion_ids[:, -1])
+        completion_ids, token_logps = self.decode(model, tokenizer, batch)  # (B·K, T) each
         completion_mask, is_truncated = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
         T = completion_ids.shape[1]
         completion_ids = completion_ids.masked_fill(~completion_mask, tokenizer.pad_token_id).reshape(B, K, T)
@@ -196,3 +186,54 @@ class Sampler:
             is_truncated=is_truncated.reshape(B, K),
             sampling_temperature=self.temperature,
         )
+
+    def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
+        """K completions per prompt by transformers' `generate`: ids (B·K, T) and their sampling log-probs."""
+        recorder = _RecordSamplingLogps(self.temperature, tokenizer.eos_token_id if self.suppress_eos else None)
+        completion_ids = generate_completions(
+            model,
+            tokenizer,
+            batch,
+            num_samples=self.num_candidates,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=1.0,  # applied by the recorder, which must see the final distribution
+            top_k=0,
+            top_p=1.0,
+            logits_processor=LogitsProcessorList([recorder]),
+            **self.cache_kwargs(),
+        )  # (B·K, T)
+        return completion_ids, recorder.finish(completion_ids[:, -1])
+
+
+class StaticDecoderSampler(Sampler):
+    """`rollout=static`: the same sampling by purld's own decoder (`purld/rollout/decoder.py`), a preallocated
+    KV cache and a fixed-shape step per token, captured as a CUDA graph on a GPU (`cuda_graphs`)."""
+
+    def __init__(
+        self,
+        num_candidates: int = 8,
+        max_new_tokens: int = 32,
+        temperature: float = 1.0,
+        suppress_eos: bool = False,
+        cuda_graphs: bool = True,
+    ) -> None:
+        super().__init__(num_candidates, max_new_tokens, temperature, suppress_eos)
+        self.cuda_graphs = cuda_graphs
+        self._decoder: StaticCacheDecoder | None = None  # kept across steps: its buffers and captured graph
+
+    def check(self, model: PreTrainedModel) -> None:
+        check_decodable(model)
+
+    def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
+        if self._decoder is None or self._decoder.model is not model:
+            self._decoder = StaticCacheDecoder(
+                model, self.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                suppress_token_id=tokenizer.eos_token_id if self.suppress_eos else None, cuda_graphs=self.cuda_graphs,
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            return self._decoder.decode(batch.prompt_ids, batch.prompt_mask, self.num_candidates, self.max_new_tokens)
+        finally:
+            model.train(was_training)

@@ -19,5 +19,6 @@ def test_rollout_benchmark_writes_both_prompt_sets(tmp_path):
     assert rows[1]["prompt_tokens"] > rows[0]["prompt_tokens"]  # GSM8K's questions are the long prompts
     for row in rows:
         assert row["purld_s"] > 0 and row["generate_s"] > 0 and row["purld_vs_generate"] > 0
+        assert row["static_s"] > 0 and row["static_vs_generate"] > 0  # rollout=static
         assert abs(row["purld_tokens_per_s"] * row["purld_s"] / (2 * 2 * 4) - 1) < 0.05  # 2 prompts × K 2 × 4 tokens
     assert "| tiny | gsm8k |" in result.stdout

@@ -26,7 +26,8 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
     for name in ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio",
                  "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor",
                  "grpo_rss_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
-                 "grpo_rss_ratio_checkpointing", "dpo_rss_ratio_checkpointing"):
+                 "grpo_rss_ratio_checkpointing", "dpo_rss_ratio_checkpointing", "grpo_step_ratio_static_decoder",
+                 "rollout_vs_generate_floor_static_decoder"):
         assert report[name] > 0, name
     kinds = {row["kind"] for row in report["rows"]}
     assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor"}
@@ -48,6 +49,8 @@ def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
     assert [row["prompt"] for row in dpo] == [e.prompt for e in examples]
     assert harness.dpo_texts(8, 32)[0]["prompt"] != examples[0].prompt  # the default: random strings, as before
     kinds = [spec["kind"] for spec in harness.row_specs(["tiny"], [4, 8, 16], "cpu", with_trl=True, prompts="gsm8k")]
-    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 9  # comparison rows, no scaling rows
+    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 10  # comparison rows, no scaling rows
+    gpu_rows = harness.row_specs(["qwen05b"], [8], "gpu", with_trl=True)
+    assert gpu_rows[0] == {"kind": "purld_grpo", "size": "qwen05b", "K": 8, "decoder": "static"} and len(gpu_rows) == 9
     with pytest.raises(ValueError, match="--prompts 'squad'"):
         harness.harness_task("squad", 8, tokenizer, limit)

@@ -75,9 +75,10 @@ def test_two_steps_of_each_loss(loss, tmp_path, cache):
 def test_bf16_mixed_clips_with_the_fused_optimizer_and_checkpoints_selectively(tmp_path, cache):
     """trainer=gpu's precision on the CPU: bf16-mixed, gradient clipping and a fused AdamW, a pair that Lightning
     refuses by itself (it has no scaler to unscale for in bf16); selective checkpointing on; the reference (its
-    Linear weights in bf16 under bf16-mixed) read by the KL term and by the judge."""
+    Linear weights in bf16 under bf16-mixed) read by the KL term and by the judge; purld's own decoder
+    (`rollout=static`) under Lightning's autocast."""
     run_dir = tmp_path / "run"
-    run("train", *SMALL, cache, "trainer.precision=bf16-mixed", "+optimizer.fused=true", "+warmstart.optimizer.fused=true",
+    run("train", "rollout=static", *SMALL, cache, "trainer.precision=bf16-mixed", "+optimizer.fused=true", "+warmstart.optimizer.fused=true",
         "student.gradient_checkpointing=selective", "ranker=likelihood", "ranker.judge_model=reference", f"hydra.run.dir={run_dir}")
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 2
 

@@ -14,16 +14,16 @@ ARITHMETIC = ["task.num_train=64", "task.num_heldout=16"]
 FROM_PATH = [o for o in SMALL_RUN if not o.startswith("student.")]
 
 
-@pytest.mark.parametrize(("architecture", "loss"), [("llama", "grpo"), ("qwen2", "dpo"), ("gpt2", "ldl")])
-def test_train_by_path(architecture, loss, tmp_path):
+@pytest.mark.parametrize(("architecture", "loss", "rollout"), [("llama", "grpo", "default"), ("qwen2", "dpo", "static"), ("gpt2", "ldl", "default")])
+def test_train_by_path(architecture, loss, rollout, tmp_path):
     directory = save_tiny(tmp_path / architecture, architecture)
     run_dir = tmp_path / "run"
     run(
-        "train", "student=hf", f"student.model_name_or_path={directory}", f"loss={loss}", *FROM_PATH, *ARITHMETIC,
-        f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
+        "train", "student=hf", f"student.model_name_or_path={directory}", f"loss={loss}", f"rollout={rollout}", *FROM_PATH,
+        *ARITHMETIC, f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
     )
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["global_step"] == 2 and summary["choices"]["student"] == "hf"
+    assert summary["global_step"] == 2 and summary["choices"]["student"] == "hf" and summary["choices"]["rollout"] == rollout
     assert summary["reference"] == "copy" and summary["reference_copy_mb"] > 0
     config = json.loads((run_dir / "student" / "config.json").read_text())
     assert config["model_type"] == architecture
@@ -53,6 +53,16 @@ def test_lora_trains_without_a_reference_copy_and_saves_a_plain_model(tmp_path):
     evaluated = tmp_path / "eval"
     run("eval", *FROM_PATH, *ARITHMETIC, f"checkpoint={run_dir}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={evaluated}")
     assert json.loads((evaluated / "eval.json").read_text())["eval"]["accuracy"] == pytest.approx(summary["eval"]["after"]["accuracy"])
+
+
+def test_a_student_the_static_decoder_cannot_run_is_refused_before_the_anchors(tmp_path):
+    directory = save_tiny(tmp_path / "gpt2", "gpt2")
+    cache = tmp_path / "a.sqlite"
+    result = run("train", "student=hf", f"student.model_name_or_path={directory}", "rollout=static", *FROM_PATH, *ARITHMETIC,
+                 f"anchors.cache_path={cache}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "rollout=static: the student's model_type 'gpt2' is not one this decoder runs" in result.stderr
+    assert not cache.exists()  # no teacher was asked
 
 
 def test_a_model_directory_that_does_not_load_is_named(tmp_path):  # a missing path: tests/unit/test_config.py

@@ -102,6 +102,7 @@ def test_command_line_group_beats_the_experiment_preset():
         ("data.micro_batch_size=0", "data.micro_batch_size=0 is invalid: allowed values are integers ≥ 1, or null"),
         ("data.micro_batch_size=many", "data.micro_batch_size='many' is invalid"),
         ("trainer=fsdp trainer.accelerator=gpu data.micro_batch_size=16", "data.micro_batch_size is not supported with trainer=fsdp"),
+        ("trainer=fsdp trainer.accelerator=gpu rollout=static", "rollout=static is not supported with trainer=fsdp"),
         ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
         ("checkpoint=/no/such/run", "checkpoint='/no/such/run': no such file or directory"),
         ("checkpointing.every_n_steps=-1", "checkpointing.every_n_steps=-1 is invalid"),
