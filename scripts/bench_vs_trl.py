@@ -327,6 +327,8 @@ def purld_grpo(
         "update_flops": update_flops(parameter_count(model), NUM_PROMPTS * K * (prompt_tokens + new_tokens)),
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
         "ranking_fraction": split["time/ranking"] / step,
+        # rollout=static on CUDA: whether its step was captured as a graph (a failed capture decodes eagerly)
+        **({"cuda_graph": getattr(sampler._decoder, "_graph", None) is not None} if decoder == "static" else {}),
     }
 
 
@@ -1004,7 +1006,8 @@ def print_table(report: dict[str, Any]) -> None:
         if r.get("cache"):
             note = f"{r['cache']} KV cache; " + note
         if r.get("decoder"):
-            note = f"rollout={r['decoder']}; " + note
+            graph = (", CUDA graph" if r.get("cuda_graph") else ", eager") if machine["device"] == "cuda" else ""
+            note = f"rollout={r['decoder']}{graph}; " + note
         if r.get("micro_batch_size"):
             note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
         if r.get("lean_activations") is False:
