@@ -245,7 +245,7 @@ class StaticCacheDecoder:
         device = prompt_ids.device
         graphed = self.cuda_graphs and device.type == "cuda"
         prompt_width = -(-L // PROMPT_BUCKET) * PROMPT_BUCKET if graphed else L
-        check_decodable(self.model, prompt_width + new_tokens)
+        check_decodable(self.model, L + new_tokens)  # the bucket's extra columns are masked, never attended
         autocast_dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         layout = _Layout(B * K, prompt_width, new_tokens, device, autocast_dtype)
         cache, first_logits = self._read_prompts(prompt_ids, prompt_mask)
