@@ -14,6 +14,7 @@ from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.rollout.logprobs import completion_token_logps
+from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout
 
 
@@ -38,17 +39,13 @@ class LikelihoodRanker(Ranker):
         with_anchor = [self.anchor_template.format(prompt=p, anchor=a) for p, a in zip(batch.prompts, batch.anchors)]
         prompt_ids, prompt_mask = tokenize_left_padded(tokenizer, batch.prompts, device)
         anchored_ids, anchored_mask = tokenize_left_padded(tokenizer, with_anchor, device)
-        was_training = model.training
-        model.eval()
-        try:
+        with in_eval_mode(model):
             conditioned = completion_token_logps(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
             if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0 and context.model_is_sampler:
                 # The sampler recorded exactly ℓ_θ(y_k | x) at temperature 1, from these weights: no second pass.
                 unconditioned = candidates.sampling_token_logps.reshape(B * K, T)
             else:
                 unconditioned = completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
-        finally:
-            model.train(was_training)
         sums = [(conditioned * completion_mask).sum(-1), (unconditioned * completion_mask).sum(-1)]
         lengths = completion_mask.sum(-1).clamp(min=1)
         return ((sums[0] - sums[1]) / lengths).reshape(B, K)

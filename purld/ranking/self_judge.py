@@ -17,6 +17,7 @@ from torch import Tensor
 from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.ranking.likelihood import tokenize_left_padded
 from purld.rollout.logprobs import forward_after_shared_prefix
+from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch
 
 # The instruction comes first: every prompt's judge text then starts with the same tokens, read once for the
@@ -63,14 +64,10 @@ class SelfJudgeRanker(Ranker):
         for i, row in enumerate(rows):
             continuation[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             continuation_mask[i, width - len(row) :] = True
-        was_training = model.training
-        model.eval()
-        try:
+        with in_eval_mode(model):
             _, logits = forward_after_shared_prefix(
                 model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1
             )
-        finally:
-            model.train(was_training)
         logps = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B·K, V)
         yes, no = self._first_token_id(tokenizer, self.yes_token), self._first_token_id(tokenizer, self.no_token)
         return (logps[:, yes] - logps[:, no]).reshape(B, K)

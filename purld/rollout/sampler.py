@@ -15,6 +15,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, Pre
 
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.logprobs import cache_argument_name
+from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout
 
 
@@ -91,9 +92,7 @@ def generate_completions(
 
     With num_samples > 1 each prompt is read once (`prompt_cache_for_samples`) where `generate` would read it
     once per sample (`num_return_sequences` repeats the prompts first)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with in_eval_mode(model):
         prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask.long()
         if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
             prompt_cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
@@ -106,8 +105,6 @@ def generate_completions(
             use_cache=True,
             **generate_kwargs,
         )
-    finally:
-        model.train(was_training)
     return sequences[:, prompt_ids.shape[1] :]
 
 
@@ -231,9 +228,5 @@ class StaticDecoderSampler(Sampler):
                 model, self.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id,
                 suppress_token_id=tokenizer.eos_token_id if self.suppress_eos else None, cuda_graphs=self.cuda_graphs,
             )
-        was_training = model.training
-        model.eval()
-        try:
+        with in_eval_mode(model):
             return self._decoder.decode(batch.prompt_ids, batch.prompt_mask, self.num_candidates, self.max_new_tokens)
-        finally:
-            model.train(was_training)

@@ -49,6 +49,18 @@ class Student(ABC):
         return model
 
 
+@contextmanager
+def in_eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in eval mode (no dropout) for the block, then back in the mode it was in: sampling, ranking and
+    evaluation run inside a training step."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def checked_gradient_checkpointing(value: bool | str) -> bool | str:
     """`student.gradient_checkpointing` as given, once it is false, selective, full or true (`full`)."""
     if not (isinstance(value, bool) or value in ("selective", "full")):
