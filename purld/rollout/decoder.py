@@ -110,6 +110,7 @@ class StaticCacheDecoder:
     def _allocate(self, layout: _Layout, state_dtype: torch.dtype, logits_dtype: torch.dtype) -> None:
         N, width, device = layout.rows, layout.prompt_width + layout.new_tokens, layout.device
         shape = (N, self.kv_heads, width, self.head_dim)
+        # Zeros, not empty memory: a masked column's zero attention weight times NaN would still be NaN.
         self.keys = [torch.zeros(shape, dtype=state_dtype, device=device) for _ in self.decoder.layers]
         self.values = [torch.zeros(shape, dtype=state_dtype, device=device) for _ in self.decoder.layers]
         self.attendable = torch.zeros((N, 1, 1, width), dtype=torch.bool, device=device)
@@ -135,9 +136,10 @@ class StaticCacheDecoder:
     def _load_prompts(self, cache: DynamicCache, logits: Tensor, prompt_mask: Tensor, K: int) -> None:
         """Write each prompt's states into its K rows, right-aligned in the prompt columns; reset the step state."""
         (B, L), P = prompt_mask.shape, self._layout.prompt_width
+        # Only the prompt columns are written: the others are masked until a step writes them, and hold zeros or an
+        # earlier rollout's states, finite either way (`_allocate`).
         for layer, keys, values in zip(cache.layers, self.keys, self.values):
             for states, prompt_states in ((keys, layer.keys), (values, layer.values)):
-                states.zero_()  # masked columns must hold finite numbers: a zero attention weight times NaN is NaN
                 states.view(B, K, *states.shape[1:])[:, :, :, P - L : P].copy_(prompt_states[:, None])
         self.attendable.zero_()
         self.attendable[:, 0, 0, P - L : P].copy_(prompt_mask.bool().repeat_interleave(K, 0))
