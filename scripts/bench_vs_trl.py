@@ -328,7 +328,7 @@ def purld_grpo(
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
         "ranking_fraction": split["time/ranking"] / step,
         # rollout=static on CUDA: whether its step was captured as a graph (a failed capture decodes eagerly)
-        **({"cuda_graph": getattr(sampler._decoder, "_graph", None) is not None} if decoder == "static" else {}),
+        **({"cuda_graph": sampler.graph_captured} if decoder == "static" else {}),
     }
 
 

@@ -106,6 +106,11 @@ class StaticCacheDecoder:
         self._layout: _Layout | None = None
         self._graph = None
 
+    @property
+    def graph_captured(self) -> bool:
+        """Whether the last rollout replayed a captured CUDA graph (False on a CPU, or after a failed capture)."""
+        return self._graph is not None
+
     # ------------------------------------------------------------------ buffers
     def _allocate(self, layout: _Layout, state_dtype: torch.dtype, logits_dtype: torch.dtype) -> None:
         N, width, device = layout.rows, layout.prompt_width + layout.new_tokens, layout.device

@@ -222,6 +222,10 @@ class StaticDecoderSampler(Sampler):
     def check(self, model: PreTrainedModel) -> None:
         check_decodable(model)
 
+    @property
+    def graph_captured(self) -> bool:
+        return self._decoder is not None and self._decoder.graph_captured
+
     def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
         if self._decoder is None or self._decoder.model is not model:
             self._decoder = StaticCacheDecoder(

@@ -134,6 +134,7 @@ def test_each_prompt_is_read_once_by_the_model_and_nothing_is_held_between_eager
     assert calls == [tuple(prompt_ids.shape)]  # the B prompts, once; each new token runs through the layers directly
     assert completion_ids.shape == (12, 10)
     assert decoder._layout is None and decoder.keys == []  # the cache does not sit through the update (on CUDA it stays, graphed)
+    assert not decoder.graph_captured
     completion_ids, _ = decoder.decode(prompt_ids[:2], prompt_mask[:2], 4, new_tokens=10)
     assert completion_ids.shape == (8, 10)
 
@@ -206,6 +207,6 @@ def test_a_captured_step_samples_what_the_eager_one_does():
     decoder = StaticCacheDecoder(model, 0.7, tokenizer.eos_token_id, tokenizer.pad_token_id)
     for _ in range(2):  # the second rollout replays the graph captured for the first
         completion_ids, token_logps = decoder.decode(prompt_ids, prompt_mask, 4, new_tokens=24)
-        assert decoder._graph is not None
+        assert decoder.graph_captured
         expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, 0.7, tokenizer.eos_token_id)
         assert torch.allclose(token_logps[mask], expected[mask], atol=1e-4)
