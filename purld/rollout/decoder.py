@@ -238,7 +238,9 @@ class StaticCacheDecoder:
             self.write_index.fill_(self._layout.prompt_width)
             self.step_index.zero_()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), autocast:
+            # thread_local: only this thread's unsafe calls (an allocation) break the capture, not a logger's or a
+            # data loader's thread touching CUDA meanwhile (the default, global, would fail on theirs too).
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), autocast:
                 self._step()
             self._graph = graph
         except Exception as error:  # noqa: BLE001 - any capture failure: decode eagerly, say why once

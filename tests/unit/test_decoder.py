@@ -210,3 +210,18 @@ def test_a_captured_step_samples_what_the_eager_one_does():
         assert decoder.graph_captured
         expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, 0.7, tokenizer.eos_token_id)
         assert torch.allclose(token_logps[mask], expected[mask], atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_captured_step_under_bf16_autocast_matches_a_training_forward_to_bf16_rounding():
+    """The GPU benchmark's setting: the step is captured under the caller's bf16 autocast (its weight cache off)."""
+    model, tokenizer = _student("qwen2")
+    model = model.cuda()
+    prompt_ids, prompt_mask = (t.cuda() for t in _uneven_prompts(tokenizer))
+    decoder = StaticCacheDecoder(model, 1.0, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in range(2):
+            completion_ids, token_logps = decoder.decode(prompt_ids, prompt_mask, 4, new_tokens=16)
+            assert decoder.graph_captured
+            expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, 1.0, tokenizer.eos_token_id)
+            assert (token_logps[mask] - expected[mask]).abs().max() < 0.05
