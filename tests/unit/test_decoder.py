@@ -199,29 +199,25 @@ def test_the_sampler_gives_a_rollout_whose_logps_a_training_forward_reproduces(t
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_a_captured_step_samples_what_the_eager_one_does():
-    """On CUDA the step is captured once and replayed; its recorded log-probs are still a training forward's."""
+@pytest.mark.parametrize(
+    ("autocast_dtype", "temperature", "matches"),
+    [
+        (None, 0.7, lambda got, expected: torch.allclose(got, expected, atol=1e-4)),
+        # The GPU benchmark's setting: captured under the caller's bf16 autocast (its weight cache off).
+        (torch.bfloat16, 1.0, lambda got, expected: (got - expected).abs().max() < 0.05),
+    ],
+    ids=["float32", "bf16-autocast"],
+)
+def test_a_captured_step_samples_what_the_eager_one_does(autocast_dtype, temperature, matches):
+    """On CUDA the step is captured once and replayed; its recorded log-probs are still a training forward's
+    (to bf16 rounding under autocast)."""
     model, tokenizer = _student("qwen2")
     model = model.cuda()
     prompt_ids, prompt_mask = (t.cuda() for t in _uneven_prompts(tokenizer))
-    decoder = StaticCacheDecoder(model, 0.7, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    for _ in range(2):  # the second rollout replays the graph captured for the first
-        completion_ids, token_logps = decoder.decode(prompt_ids, prompt_mask, 4, new_tokens=24)
-        assert decoder.graph_captured
-        expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, 0.7, tokenizer.eos_token_id)
-        assert torch.allclose(token_logps[mask], expected[mask], atol=1e-4)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_a_captured_step_under_bf16_autocast_matches_a_training_forward_to_bf16_rounding():
-    """The GPU benchmark's setting: the step is captured under the caller's bf16 autocast (its weight cache off)."""
-    model, tokenizer = _student("qwen2")
-    model = model.cuda()
-    prompt_ids, prompt_mask = (t.cuda() for t in _uneven_prompts(tokenizer))
-    decoder = StaticCacheDecoder(model, 1.0, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        for _ in range(2):
-            completion_ids, token_logps = decoder.decode(prompt_ids, prompt_mask, 4, new_tokens=16)
+    decoder = StaticCacheDecoder(model, temperature, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    with torch.autocast("cuda", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        for _ in range(2):  # the second rollout replays the graph captured for the first
+            completion_ids, token_logps = decoder.decode(prompt_ids, prompt_mask, 4, new_tokens=24)
             assert decoder.graph_captured
-            expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, 1.0, tokenizer.eos_token_id)
-            assert (token_logps[mask] - expected[mask]).abs().max() < 0.05
+            expected, mask = _teacher_forced(model, prompt_ids, prompt_mask, completion_ids, 4, temperature, tokenizer.eos_token_id)
+            assert matches(token_logps[mask], expected[mask])
