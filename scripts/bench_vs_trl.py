@@ -162,6 +162,26 @@ def update_flops(num_parameters: int, num_tokens: int) -> float:
     return 8.0 * num_parameters * num_tokens
 
 
+def grpo_step_work(num_parameters: int, B: int, K: int, prompt_tokens: int, new_tokens: int, side: str) -> float:
+    """Model FLOPs of one GRPO step of B prompts × K completions (2·N per token read forward, 4·N backward; the
+    attention scores and the output head left out), as each side's defaults do the work:
+
+    - purld: the rollout reads each prompt once (B·(L − 1) tokens, then B·K·T: each row's last prompt token and
+      T − 1 sampled ones), the reference forward and the update read each prompt once (B·L + B·K·T tokens):
+      2N·(B·(L − 1) + B·K·T) + 8N·(B·L + B·K·T).
+    - TRL (gradient checkpointing on, its default: the forward runs again in backward): `generate` reads the B·K
+      rows in full, B·K·(L + T − 1) tokens, the reference and the update B·K·(L + T):
+      2N·B·K·(L + T − 1) + 10N·B·K·(L + T).
+
+    Their ratio is the step ratio at equal FLOP rates: what the comparison asks of purld beyond doing less work."""
+    N, L, T = num_parameters, prompt_tokens, new_tokens
+    if side == "purld":
+        return 2.0 * N * (B * (L - 1) + B * K * T) + 8.0 * N * (B * L + B * K * T)
+    if side == "trl":
+        return 2.0 * N * B * K * (L + T - 1) + 10.0 * N * B * K * (L + T)
+    raise ValueError(f"side {side!r}: 'purld' or 'trl'")
+
+
 def arithmetic_task(count: int):
     """The harness's default prompts: `count` 3-digit additions of the embedded task, with worked answers."""
     from purld.tasks.arithmetic import ArithmeticTask
@@ -325,6 +345,9 @@ def purld_grpo(
         "update_s": split.get("time/update"),
         "update_total_s": update_total,
         "update_flops": update_flops(parameter_count(model), NUM_PROMPTS * K * (prompt_tokens + new_tokens)),
+        "parameters": parameter_count(model),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
         "ranking_fraction": split["time/ranking"] / step,
         # rollout=static on CUDA: whether its step was captured as a graph (a failed capture decodes eagerly)
@@ -843,7 +866,15 @@ def merged_rows(specs: list[dict[str, Any]], results: dict[int, list[dict[str, A
         measured = results[i]
         if not measured:
             continue
-        merged = {key: statistics.median(r[key] for r in measured) for key, value in measured[0].items() if isinstance(value, float)}
+        merged = {}
+        for key, value in measured[0].items():
+            values = [r[key] for r in measured]
+            if isinstance(value, bool):  # `cuda_graph`: captured in every round
+                merged[key] = all(values)
+            elif isinstance(value, int):  # counts fixed by the spec (parameters, prompt tokens)
+                merged[key] = value if len(set(values)) == 1 else statistics.median(values)
+            elif isinstance(value, float):
+                merged[key] = statistics.median(values)
         step_key = next(k for k in ("step_s", "generate_s", "update_s") if k in merged)
         rows.append({
             **spec, "precision": precision, **merged, "rounds": [r[step_key] for r in measured],
@@ -913,6 +944,9 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "rollout_vs_generate_floor_static_decoder": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
             "grpo_step_ratio_static_decoder_checkpointing": ratio((static_checkpointed, "step_s"), (trl_grpo_row, "step_s")),
         }
+        if purld[8] is not None and "prompt_tokens" in purld[8]:  # the same batch on both sides
+            shape = (purld[8]["parameters"], NUM_PROMPTS, 8, purld[8]["prompt_tokens"], purld[8]["new_tokens"])
+            values["grpo_work_ratio"] = grpo_step_work(*shape, side="purld") / grpo_step_work(*shape, side="trl")
         if memory == "peak_gpu_mb":
             values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
             values["grpo_gpu_memory_ratio_static_decoder"] = ratio((static, memory), (trl_grpo_row, memory))
@@ -934,7 +968,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
     return figures
 
 
-HEADLINE = ("grpo_step_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
+HEADLINE = ("grpo_step_ratio", "grpo_work_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
             "rollout_vs_generate_floor", "grpo_step_ratio_without_lean_activations", "grpo_rss_ratio_without_lean_activations",
             "dpo_step_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
             "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing", "dpo_step_ratio_checkpointing", "dpo_rss_ratio_checkpointing",

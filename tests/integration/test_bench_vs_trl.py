@@ -29,6 +29,7 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
                  "grpo_rss_ratio_checkpointing", "dpo_rss_ratio_checkpointing", "grpo_step_ratio_static_decoder",
                  "rollout_vs_generate_floor_static_decoder"):
         assert report[name] > 0, name
+    assert 0.5 < report["grpo_work_ratio"] < 0.8  # 8-token prompts: purld does about 0.69 of TRL's model FLOPs
     kinds = {row["kind"] for row in report["rows"]}
     assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor"}
     assert all(row["precision"] == "fp32" for row in report["rows"])
@@ -54,3 +55,25 @@ def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
     assert gpu_rows[0] == {"kind": "purld_grpo", "size": "qwen05b", "K": 8, "decoder": "static"} and len(gpu_rows) == 9
     with pytest.raises(ValueError, match="--prompts 'squad'"):
         harness.harness_task("squad", 8, tokenizer, limit)
+
+
+def test_step_work_counts_the_tokens_each_side_reads():
+    # N = 1, B = 1 prompt of L = 3 tokens, K = 2 completions of T = 2 tokens.
+    # purld: rollout 2·(1·2 + 1·2·2) = 12; reference and update 8·(3 + 4) = 56.
+    assert harness.grpo_step_work(1, 1, 2, 3, 2, side="purld") == 68
+    # TRL: generate 2·2·(3 + 2 − 1) = 16; reference, update and the checkpointed forward again 10·2·5 = 100.
+    assert harness.grpo_step_work(1, 1, 2, 3, 2, side="trl") == 116
+    with pytest.raises(ValueError, match="'vllm'"):
+        harness.grpo_step_work(1, 1, 2, 3, 2, side="vllm")
+
+
+def test_merged_rows_keep_the_counts_and_flags_of_every_round():
+    spec = {"kind": "purld_grpo", "size": "qwen05b", "K": 8, "decoder": "static"}
+    rounds = [
+        {"step_s": 1.0, "prompt_tokens": 8, "cuda_graph": True, "attempts": 1, "under_outside_load": False},
+        {"step_s": 3.0, "prompt_tokens": 8, "cuda_graph": False, "attempts": 2, "under_outside_load": True},
+    ]
+    (row,) = harness.merged_rows([spec], {0: rounds}, "bf16")
+    assert row["step_s"] == 2.0 and row["rounds"] == [1.0, 3.0] and row["prompt_tokens"] == 8
+    assert row["cuda_graph"] is False  # a round that decoded eagerly is not hidden by one that replayed a graph
+    assert row["attempts"] == 3 and row["under_outside_load"] is True
