@@ -338,14 +338,15 @@ def purld_grpo(
     completion_tokens = NUM_PROMPTS * K * new_tokens
     # The whole update (forward, backward, clip, optimizer): the step less what came before the loss.
     update_total = median_after([s - timer.parts["time/rollout"][i] - timer.parts["time/ranking"][i] for i, s in enumerate(timer.steps)], warmup)
+    parameters = parameter_count(model)
     return {
         "step_s": step,
         "rollout_s": split.get("time/rollout"),
         "ranking_s": split.get("time/ranking"),
         "update_s": split.get("time/update"),
         "update_total_s": update_total,
-        "update_flops": update_flops(parameter_count(model), NUM_PROMPTS * K * (prompt_tokens + new_tokens)),
-        "parameters": parameter_count(model),
+        "update_flops": update_flops(parameters, NUM_PROMPTS * K * (prompt_tokens + new_tokens)),
+        "parameters": parameters,
         "prompt_tokens": prompt_tokens,
         "new_tokens": new_tokens,
         "rollout_tokens_per_s": completion_tokens / split["time/rollout"],
@@ -945,7 +946,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "grpo_step_ratio_static_decoder_checkpointing": ratio((static_checkpointed, "step_s"), (trl_grpo_row, "step_s")),
         }
         if purld[8] is not None and "prompt_tokens" in purld[8]:  # the same batch on both sides
-            shape = (purld[8]["parameters"], NUM_PROMPTS, 8, purld[8]["prompt_tokens"], purld[8]["new_tokens"])
+            shape = (purld[8]["parameters"], NUM_PROMPTS, purld[8]["K"], purld[8]["prompt_tokens"], purld[8]["new_tokens"])
             values["grpo_work_ratio"] = grpo_step_work(*shape, side="purld") / grpo_step_work(*shape, side="trl")
         if memory == "peak_gpu_mb":
             values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
