@@ -16,6 +16,7 @@ from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.ranking.likelihood import tokenize_left_padded
+from purld.rollout.last_position import reading_last_position_only
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch
@@ -64,7 +65,7 @@ class SelfJudgeRanker(Ranker):
         for i, row in enumerate(rows):
             continuation[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             continuation_mask[i, width - len(row) :] = True
-        with in_eval_mode(model):
+        with in_eval_mode(model), reading_last_position_only(model):  # only the last position's logits are read
             _, logits = forward_after_shared_prefix(
                 model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1
             )

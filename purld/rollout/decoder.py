@@ -34,11 +34,12 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
+from purld.rollout.last_position import LLAMA_PATTERN_MODEL_TYPES, reading_last_position_only
 from purld.rollout.logprobs import cache_argument_name
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = LLAMA_PATTERN_MODEL_TYPES
 PROMPT_BUCKET = 64  # prompt widths round up to a multiple of this, so that one captured graph serves many batches
 CHECK_FINISHED_EVERY = 8  # on CUDA, steps between the host's checks that every row has ended (each check syncs)
 
@@ -132,10 +133,11 @@ class StaticCacheDecoder:
         """One forward over the B prompts (left-padded): their KV cache and the logits of each first new token."""
         mask = prompt_mask.long()
         cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=prompt_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
-            logits_to_keep=1, **{cache_argument_name(self.model): cache},
-        ).logits[:, -1]
+        with reading_last_position_only(self.model):
+            logits = self.model(
+                input_ids=prompt_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+                logits_to_keep=1, **{cache_argument_name(self.model): cache},
+            ).logits[:, -1]
         return cache, logits
 
     def _load_prompts(self, cache: DynamicCache, logits: Tensor, prompt_mask: Tensor, K: int) -> None:
