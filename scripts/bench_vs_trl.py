@@ -720,6 +720,10 @@ class WorkerFailed(RuntimeError):
     """A row's subprocess exited without a result; its stderr tail is the message."""
 
 
+class TimeBudgetSpent(WorkerFailed):
+    """--time-budget ran out before or while a row ran."""
+
+
 def row_specs(
     sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4, prompts: str = "arithmetic"
 ) -> list[dict[str, Any]]:
@@ -729,13 +733,15 @@ def row_specs(
     specs: list[dict[str, Any]] = []
     trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
     for size in sizes:
-        if rows == "gpu":  # the most telling rows first: a run cut short keeps them (the JSON is rewritten after each row)
+        if rows == "gpu":
+            # The rows the GPU targets divide first, the floors and `generate`-bound default rollout last: a run cut
+            # short (--time-budget, or the device's) keeps the telling rows (the JSON is rewritten after each row).
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
             specs += trl({"kind": "trl_grpo", "size": size, "K": 8})
-            specs += [{"kind": "grpo_update_floor", "size": size, "K": 8}, {"kind": "purld_dpo", "size": size}]
-            specs += trl({"kind": "trl_dpo", "size": size})
-            specs += [{"kind": "dpo_update_floor", "size": size}, {"kind": "purld_grpo", "size": size, "K": 8}]
+            specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size})]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static", "checkpointing": "full"}]
+            specs += [{"kind": "grpo_update_floor", "size": size, "K": 8}, {"kind": "dpo_update_floor", "size": size}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8}]
         elif prompts != "arithmetic":
             specs += [{"kind": "purld_grpo", "size": size, "K": 8}, *trl({"kind": "trl_grpo", "size": size, "K": 8})]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}]
@@ -762,10 +768,14 @@ def row_specs(
 
 ANY_VALUE = object()
 VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations", "decoder")  # a row with one of these is a variant, not the comparison row
-def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False) -> dict[str, Any]:
+def measure(
+    spec: dict[str, Any], max_outside_load: float, retries: int, in_process: bool = False, deadline: float | None = None
+) -> dict[str, Any]:
     """Run one worker in a subprocess; repeat it while other processes loaded the machine.
 
-    `in_process` (the --quick smoke run) skips the subprocess: it checks the code paths, not the figures."""
+    `in_process` (the --quick smoke run) skips the subprocess: it checks the code paths, not the figures.
+    `deadline` (`time.perf_counter()` seconds, --time-budget): a worker still running then is killed, and the row
+    fails saying so."""
     if in_process:
         spec = dict(spec)
         result = WORKERS[spec.pop("kind")](**spec)
@@ -775,9 +785,15 @@ def measure(spec: dict[str, Any], max_outside_load: float, retries: int, in_proc
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy, start = machine_busy_seconds(), time.perf_counter()
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(spec["threads"])}
-        process = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env
-        )
+        timeout = None if deadline is None else deadline - start
+        if timeout is not None and timeout <= 0:
+            raise TimeBudgetSpent("not run: the --time-budget was spent")
+        try:
+            process = subprocess.run(
+                [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise TimeBudgetSpent(f"stopped by the --time-budget after {timeout:.0f} s of this row") from None
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -815,6 +831,8 @@ def main() -> None:
     parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
                         "`--rows gpu` on the CPU checks the GPU script's code paths")
     parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
+    parser.add_argument("--time-budget", type=float, help="seconds for the whole run: a row still running then is "
+                        "stopped, and the rows after it are recorded as not run (the GPU script: 5 minutes of device time)")
     parser.add_argument("--prompts", choices=PROMPT_SETS, default="arithmetic",
                         help="the GRPO rows' prompts (and the DPO rows'): 3-digit additions of about 8 tokens, or GSM8K "
                         "questions of about 200 (comparison rows only)")
@@ -839,12 +857,17 @@ def main() -> None:
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
     errors: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if args.time_budget is None else time.perf_counter() + args.time_budget
     for round_number in range(args.rounds):
         # Odd rounds run the rows in reverse, so that a drift, or a row slowed by the one before it, hits every side alike.
         order = list(enumerate(specs))
         for i, spec in (reversed(order) if round_number % 2 else order):
             try:
-                result = measure({**spec, **common}, args.max_outside_load, args.retries, in_process=args.quick)
+                result = measure({**spec, **common}, args.max_outside_load, args.retries, in_process=args.quick, deadline=deadline)
+            except TimeBudgetSpent as spent:  # this row and every one after it: recorded, and the run reports
+                errors.append({**spec, "round": round_number + 1, "error": str(spent)})
+                print(f"round {round_number + 1}/{args.rounds} {spent}: {json.dumps(spec)}", file=sys.stderr)
+                continue
             except WorkerFailed as failure:
                 if not args.keep_going:
                     raise

@@ -5,9 +5,11 @@
 #   pip install -e ".[bench]"          # purld + TRL on a machine with a CUDA build of torch
 #   bash scripts/gpu_bench.sh [OUT.json]
 #
-# One round, 1 warm-up + 2 measured steps per row: it must fit in 5 minutes of device time. The rows: purld with
-# its own decoder (rollout=static: a CUDA graph per token step, captured in the warm-up step), also checkpointed
-# (memory), then the comparison rows against TRL and the floors.
+# One round, 1 warm-up + 2 measured steps per row: it must fit in 5 minutes of device time, so the harness stops at
+# --time-budget (270 s after its start) and records the rows it did not finish. The rows, the telling ones first:
+# purld with its own decoder (rollout=static: a CUDA graph per token step, captured in the warm-up step), plain
+# `generate`, TRL's GRPO, purld's and TRL's DPO, purld's decoder checkpointed (memory), then the hand-written
+# floors and purld's default rollout (`generate`).
 # Each row runs in its own process (its peak GPU memory is its own); a failed row is recorded, the rest go on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +18,5 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZER
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader || true
 python3 -c "import torch, transformers, trl, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'lightning', lightning.__version__)"
 time python3 scripts/bench_vs_trl.py --device cuda --precision bf16 --sizes qwen05b --new-tokens 256 \
-  --steps 2 --warmup 1 --rounds 1 --threads 8 --retries 0 --max-outside-load 16 --keep-going --out "$out"
+  --steps 2 --warmup 1 --rounds 1 --threads 8 --retries 0 --max-outside-load 16 --keep-going \
+  --time-budget 270 --out "$out"

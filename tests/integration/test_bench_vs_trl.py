@@ -53,6 +53,7 @@ def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
     assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 10  # comparison rows, no scaling rows
     gpu_rows = harness.row_specs(["qwen05b"], [8], "gpu", with_trl=True)
     assert gpu_rows[0] == {"kind": "purld_grpo", "size": "qwen05b", "K": 8, "decoder": "static"} and len(gpu_rows) == 9
+    assert {spec["kind"] for spec in gpu_rows[:5]} == {"purld_grpo", "generate_floor", "trl_grpo", "purld_dpo", "trl_dpo"}
     with pytest.raises(ValueError, match="--prompts 'squad'"):
         harness.harness_task("squad", 8, tokenizer, limit)
 
@@ -77,3 +78,17 @@ def test_merged_rows_keep_the_counts_and_flags_of_every_round():
     assert row["step_s"] == 2.0 and row["rounds"] == [1.0, 3.0] and row["prompt_tokens"] == 8
     assert row["cuda_graph"] is False  # a round that decoded eagerly is not hidden by one that replayed a graph
     assert row["attempts"] == 3 and row["under_outside_load"] is True
+
+
+def test_a_time_budget_stops_the_running_row_and_records_the_rest_as_not_run(tmp_path):
+    out = tmp_path / "gpu.json"
+    command = [sys.executable, str(SCRIPT), "--rows", "gpu", "--sizes", "qwen_test", "--steps", "1", "--warmup", "1",
+               "--rounds", "1", "--time-budget", "0.5", "--out", str(out)]  # the first worker's imports alone take longer
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == [] and len(report["failed_rows"]) == 9
+    first, *rest = report["failed_rows"]
+    assert first["kind"] == "purld_grpo" and first["error"].startswith("stopped by the --time-budget")
+    assert all(row["error"] == "not run: the --time-budget was spent" for row in rest)
+    assert "not run" in result.stdout  # the printed table says so
