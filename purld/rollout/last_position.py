@@ -5,8 +5,9 @@ forwards read the model's output at one position (`logits_to_keep=1`) or none. E
 still run at every position (their outputs are the next layer's keys and values), but the last layer's output
 at the other positions is thrown away. Within `reading_last_position_only(model)` the last layer computes its
 keys and values at every position (they go into the KV cache as before) and its query, attention output and
-MLP at the last position only: the last layer's work shrinks to its key and value projections (llama.cpp
-skips these positions the same way). The logits are the same up to the matmuls' rounding (tested).
+MLP at the last position only: the last layer's work shrinks to its key and value projections. (llama.cpp
+drops these positions in its last layer too, "skip computing output for unused tokens", after the attention.)
+The logits are the same up to the matmuls' rounding, the cache bit for bit (tested).
 """
 
 from __future__ import annotations
