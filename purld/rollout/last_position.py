@@ -31,7 +31,11 @@ def can_read_last_position_only(model: PreTrainedModel) -> bool:
     if getattr(config, "_attn_implementation", None) not in _ATTENTION_WITH_A_4D_MASK:
         return False
     last = model.get_decoder().layers[-1]
-    return getattr(last.self_attn, "sliding_window", None) is None  # a windowed layer's cache keeps its own length
+    attention = getattr(last, "self_attn", None)
+    # A wrapped layer (an FSDP unit, a checkpoint wrapper) gathers or replays in its own forward: left to it.
+    if attention is None or type(last).__module__ != type(attention).__module__:
+        return False
+    return getattr(attention, "sliding_window", None) is None  # a windowed layer's cache keeps its own length
 
 
 @contextmanager

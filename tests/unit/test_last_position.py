@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from transformers import DynamicCache
 
 from purld.rollout.last_position import can_read_last_position_only, reading_last_position_only
@@ -72,6 +73,11 @@ def test_a_model_it_cannot_run_runs_as_it_is_and_the_layer_is_restored_after_an_
     llama.config._attn_implementation = "flash_attention_2"  # a (N, S) mask: no rows to slice
     assert not can_read_last_position_only(llama)
     llama.config._attn_implementation = "sdpa"
+    layers = llama.get_decoder().layers
+    plain_last = layers[-1]
+    layers[-1] = checkpoint_wrapper(plain_last)  # as Lightning's FSDP wraps layers: its forward is its own
+    assert not can_read_last_position_only(llama)
+    layers[-1] = plain_last
     with pytest.raises(RuntimeError, match="inside"), reading_last_position_only(llama):
         raise RuntimeError("inside")
     assert "forward" not in vars(llama.get_decoder().layers[-1])
