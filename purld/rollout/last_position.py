@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import Tensor
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 LLAMA_PATTERN_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")  # pre-norm attention + MLP layers, rotary q/k
 _ATTENTION_WITH_A_4D_MASK = ("eager", "sdpa")  # flash attention's mask is (N, S): its rows cannot be sliced
@@ -54,13 +54,15 @@ def reading_last_position_only(model: PreTrainedModel) -> Iterator[None]:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     def last_position_forward(hidden_states: Tensor, *args, **kwargs) -> Tensor:
-        if args or hidden_states.shape[1] == 1 or kwargs.get("position_embeddings") is None:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if args or hidden_states.shape[1] == 1 or kwargs.get("position_embeddings") is None or (
+            cache is not None and not isinstance(cache, DynamicCache)  # a static cache writes where cache_position says
+        ):
             return layer_forward(hidden_states, *args, **kwargs)
         attention_mask = kwargs.pop("attention_mask", None)
-        cache = kwargs.pop("cache", None) or kwargs.pop("past_key_values", None)
         cos, sin = kwargs.pop("position_embeddings")
-        for unused in ("position_ids", "use_cache", "cache_position"):
-            kwargs.pop(unused, None)
+        for consumed in ("cache", "past_key_values", "position_ids", "use_cache", "cache_position"):
+            kwargs.pop(consumed, None)  # the rest goes on to the attention function, as the layer passes it
         N, T, _ = hidden_states.shape
         x = layer.input_layernorm(hidden_states)
         q = attention.q_proj(x[:, -1:]).view(N, 1, -1, attention.head_dim)
@@ -75,7 +77,8 @@ def reading_last_position_only(model: PreTrainedModel) -> Iterator[None]:
         if attention_mask is not None:
             attention_mask = attention_mask[:, :, -1:, :]  # the last query's row: every key it may read
         attend = ALL_ATTENTION_FUNCTIONS.get(model.config._attn_implementation, eager_attention)
-        out, _ = attend(attention, q, k, v, attention_mask, dropout=0.0, scaling=attention.scaling, **kwargs)
+        dropout = attention.attention_dropout if attention.training else 0.0
+        out, _ = attend(attention, q, k, v, attention_mask, dropout=dropout, scaling=attention.scaling, **kwargs)
         hidden = hidden_states[:, -1:] + attention.o_proj(out.reshape(N, 1, -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 

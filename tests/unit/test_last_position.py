@@ -96,3 +96,19 @@ def test_lora_adapters_apply():
         with model.disable_adapter():
             base = _forward(model, ids, mask)
     assert torch.allclose(trimmed, whole, atol=1e-5) and not torch.allclose(base, whole, atol=1e-3)
+
+
+def test_a_static_cache_runs_the_layer_as_it_is():
+    """transformers' StaticCache writes at `cache_position`, which this layer does not pass on: left alone."""
+    from transformers import StaticCache
+
+    model, tokenizer = _student("llama")
+    ids, mask = _uneven_prompts(tokenizer)
+    calls = []
+    hook = model.get_decoder().layers[-1].mlp.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        whole = _forward(model, ids, mask, StaticCache(config=model.config, max_cache_len=32))
+        with reading_last_position_only(model):
+            kept = _forward(model, ids, mask, StaticCache(config=model.config, max_cache_len=32))
+    hook.remove()
+    assert calls == [ids.shape[1], ids.shape[1]] and torch.allclose(kept, whole, atol=1e-6)
