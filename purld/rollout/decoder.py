@@ -39,7 +39,6 @@ from purld.rollout.logprobs import cache_argument_name
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = LLAMA_PATTERN_MODEL_TYPES
 PROMPT_BUCKET = 64  # prompt widths round up to a multiple of this, so that one captured graph serves many batches
 CHECK_FINISHED_EVERY = 8  # on CUDA, steps between the host's checks that every row has ended (each check syncs)
 
@@ -48,10 +47,10 @@ def check_decodable(model: PreTrainedModel, total_length: int | None = None) -> 
     """Raise, naming the student's model type or the key at fault, where this decoder cannot run the student."""
     config = model.config
     model_type = getattr(config, "model_type", type(model).__name__)
-    if config.is_encoder_decoder or model_type not in SUPPORTED_MODEL_TYPES:
+    if config.is_encoder_decoder or model_type not in LLAMA_PATTERN_MODEL_TYPES:
         raise ValueError(
             f"rollout=static: the student's model_type {model_type!r} is not one this decoder runs "
-            f"({', '.join(SUPPORTED_MODEL_TYPES)}); use rollout=default (transformers' generate)"
+            f"({', '.join(LLAMA_PATTERN_MODEL_TYPES)}); use rollout=default (transformers' generate)"
         )
     window = getattr(config, "sliding_window", None)
     windowed = window is not None and (
