@@ -33,6 +33,12 @@ these sizes, for every side; `scripts/bench_attention.py` compares it with sdpa)
   every prompt + completion row, the loss, backward, clip, AdamW step) — the
   plain way. purld's update reads each prompt once for its K completions (DPO:
   its 2 answers), so it can beat that floor by the prompt's share of the tokens.
+- The machine's matmul rate at one layer's update shapes (`matmul_rate`: the B·K·T
+  completion rows through each weight, forward and both backward products, in the
+  run's precision). Each update's FLOP rate is read against it
+  (`grpo_update_vs_matmul_rate`, the floor's, and TRL's, whose update is estimated
+  as its step less the plain `generate`): how close an update is to what this
+  machine's matmuls allow, beside how much work it does (`grpo_work_ratio`).
 Step times are medians after `--warmup` steps; every row runs once per round,
 odd rounds in reverse order, and rows report medians over rounds. Around each subprocess the
 machine's CPU time is read from /proc/stat; if other processes used more than
@@ -581,6 +587,36 @@ def dpo_update_floor(
     return {"step_s": step_s, "update_flops": update_flops(parameter_count(model), inputs[0].numel() + inputs[2].numel())}
 
 
+# ------------------------------------------------------- the machine: its matmul rate
+def matmul_rate(
+    size: str, threads: int, precision: str, device: str = "cpu", K: int = 8, new_tokens: int = 32, steps: int = 6,
+    warmup: int = 2, prompts: str = "arithmetic",
+) -> dict:
+    """FLOP/s of this machine's matmuls at one layer's update shapes, in the run's precision: the B·K·T completion
+    rows through each weight of a `size` layer (q, k, v, o, gate, up, down) as forward (x·Wᵀ), input gradient (g·W)
+    and weight gradient (gᵀ·x) — 6·(the layer's parameters) FLOPs per row, what an update's matmuls do. The rate
+    the update's matmuls can reach here; the update's own rate is read against it (`grpo_update_vs_matmul_rate`).
+    `prompts` is accepted for the common arguments; the shapes do not depend on it."""
+    torch = setup_torch(threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    H, I = SIZES[size]["hidden_size"], SIZES[size]["intermediate_size"]
+    rows = NUM_PROMPTS * K * new_tokens
+    shapes = [(H, H)] * 4 + [(I, H)] * 2 + [(H, I)]  # (out, in) of q, k, v, o, gate, up, down
+    operands = [(torch.randn(rows, d_in, dtype=dtype, device=device), torch.randn(d_out, d_in, dtype=dtype, device=device),
+                 torch.randn(rows, d_out, dtype=dtype, device=device)) for d_out, d_in in shapes]
+    flops = sum(6.0 * rows * d_out * d_in for d_out, d_in in shapes)
+    times = []
+    for _ in range(steps + warmup):
+        synchronize(device)
+        start = time.perf_counter()
+        for x, weight, grad in operands:
+            x @ weight.T, grad @ weight, grad.T @ x
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    matmul_s = median_after(times, warmup)
+    return {"matmul_s": matmul_s, "matmul_flops_per_s": flops / matmul_s, "matmul_rows": rows}
+
+
 # -------------------------------------------------------------- purld: DPO step
 def purld_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
@@ -691,6 +727,7 @@ WORKERS = {
     "grpo_update_floor": grpo_update_floor,
     "purld_dpo": purld_dpo,
     "trl_dpo": trl_dpo,
+    "matmul_rate": matmul_rate,
     "dpo_update_floor": dpo_update_floor,
 }
 
@@ -725,7 +762,7 @@ class TimeBudgetSpent(WorkerFailed):
 
 
 def row_specs(
-    sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 4, prompts: str = "arithmetic"
+    sizes: list[str], ks: list[int], rows: str, with_trl: bool, micro_batch_passes: int = 2, prompts: str = "arithmetic"
 ) -> list[dict[str, Any]]:
     """The rows of one round. On a GPU: the comparison rows and purld's own decoder (`rollout=static`), also
     checkpointed, no scaling rows (the GPU script has a 5-minute budget). With the GSM8K prompts: the comparison rows, the floors and purld
@@ -746,6 +783,7 @@ def row_specs(
             specs += [{"kind": "purld_grpo", "size": size, "K": 8}, *trl({"kind": "trl_grpo", "size": size, "K": 8})]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "matmul_rate", "size": size, "K": 8}]  # what the update's matmuls can reach here
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}]
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size}), {"kind": "dpo_update_floor", "size": size}]
             specs += [{"kind": "purld_dpo", "size": size, "checkpointing": "full"}]
@@ -757,6 +795,7 @@ def row_specs(
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": c} for c in ("full", "selective")]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "micro_batch_size": NUM_PROMPTS * 8 // micro_batch_passes}]
             specs += [{"kind": "generate_floor", "size": size, "K": 8}, {"kind": "grpo_update_floor", "size": size, "K": 8}]
+            specs += [{"kind": "matmul_rate", "size": size, "K": 8}]  # what the update's matmuls can reach here
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}]
             specs += [{"kind": "purld_grpo", "size": size, "K": K} for K in ks if K != 8]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("likelihood", "self_judge")]
@@ -836,7 +875,7 @@ def main() -> None:
     parser.add_argument("--prompts", choices=PROMPT_SETS, default="arithmetic",
                         help="the GRPO rows' prompts (and the DPO rows'): 3-digit additions of about 8 tokens, or GSM8K "
                         "questions of about 200 (comparison rows only)")
-    parser.add_argument("--micro-batch-passes", type=int, default=4,
+    parser.add_argument("--micro-batch-passes", type=int, default=2,
                         help="the micro-batched rows split the update into this many passes (data.micro_batch_size = sequences / passes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -899,7 +938,7 @@ def merged_rows(specs: list[dict[str, Any]], results: dict[int, list[dict[str, A
                 merged[key] = value if len(set(values)) == 1 else statistics.median(values)
             elif isinstance(value, float):
                 merged[key] = statistics.median(values)
-        step_key = next(k for k in ("step_s", "generate_s", "update_s") if k in merged)
+        step_key = next(k for k in ("step_s", "generate_s", "update_s", "matmul_s") if k in merged)
         rows.append({
             **spec, "precision": precision, **merged, "rounds": [r[step_key] for r in measured],
             "attempts": sum(r["attempts"] for r in measured), "under_outside_load": any(r["under_outside_load"] for r in measured),
@@ -938,6 +977,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         plain_layers = find("purld_grpo", size, K=8, lean_activations=False)  # student.lean_activations=false
         dpo_plain_layers = find("purld_dpo", size, lean_activations=False)
         floor = {"step_s": generate["generate_s"] + update["update_s"]} if generate and update else None
+        matmuls = find("matmul_rate", size, K=8)
         memory = "peak_gpu_mb" if any("peak_gpu_mb" in r for r in rows) else "peak_rss_mb"
         values = {
             "grpo_step_ratio": ratio((purld[8], "step_s"), (trl_grpo_row, "step_s")),
@@ -971,6 +1011,18 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         if purld[8] is not None and "prompt_tokens" in purld[8]:  # the same batch on both sides
             shape = (purld[8]["parameters"], NUM_PROMPTS, purld[8]["K"], purld[8]["prompt_tokens"], purld[8]["new_tokens"])
             values["grpo_work_ratio"] = grpo_step_work(*shape, side="purld") / grpo_step_work(*shape, side="trl")
+            if matmuls:  # each update's FLOP rate over the rate of its matmuls alone at these shapes (`matmul_rate`)
+                rate = matmuls["matmul_flops_per_s"]
+                N, B, K, L, T = shape
+                # purld's reference forward and update read B·L + B·K·T tokens: 2·N and 6·N FLOPs per token
+                values["grpo_update_vs_matmul_rate"] = 8.0 * N * (B * L + B * K * T) / purld[8]["update_total_s"] / rate
+                if update:  # the hand-written update reads every row in full: its update_flops
+                    values["grpo_update_floor_vs_matmul_rate"] = update["update_flops"] / update["update_s"] / rate
+                if trl_grpo_row and generate:
+                    # TRL's update, estimated as its step less the plain `generate` of the same batch: 10·N per token
+                    # (its checkpointed forward runs twice) over B·K·(L + T) tokens
+                    trl_update_s = trl_grpo_row["step_s"] - generate["generate_s"]
+                    values["trl_grpo_update_vs_matmul_rate"] = 10.0 * N * B * K * (L + T) / trl_update_s / rate
         if memory == "peak_gpu_mb":
             values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
             values["grpo_gpu_memory_ratio_static_decoder"] = ratio((static, memory), (trl_grpo_row, memory))
@@ -1002,7 +1054,7 @@ HEADLINE = ("grpo_step_ratio", "grpo_work_ratio", "dpo_step_ratio", "grpo_rss_ra
             "rollout_vs_generate_floor_static_decoder", "grpo_step_ratio_static_decoder_checkpointing",
             "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_decoder", "grpo_gpu_memory_ratio_static_decoder_checkpointing",
             "dpo_gpu_memory_ratio", "grpo_update_mfu", "grpo_update_mfu_static_decoder", "grpo_update_floor_mfu", "dpo_update_mfu",
-            "dpo_update_floor_mfu")
+            "dpo_update_floor_mfu", "grpo_update_vs_matmul_rate", "grpo_update_floor_vs_matmul_rate", "trl_grpo_update_vs_matmul_rate")
 
 
 def machine_description(args: argparse.Namespace) -> dict[str, Any]:
@@ -1053,7 +1105,7 @@ def print_table(report: dict[str, Any]) -> None:
     for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "peak GPU MB", "outside load", "note"):
         table.add_column(column)
     for r in report["rows"]:
-        seconds = r.get("step_s", r.get("generate_s", r.get("update_s")))
+        seconds = r.get("step_s", r.get("generate_s", r.get("update_s", r.get("matmul_s"))))
         note = f"ranker {r['ranker']}, ranking {r['ranking_fraction']:.0%}" if r.get("ranker") else ""
         if r.get("checkpointing"):
             note = f"student.gradient_checkpointing={r['checkpointing']}"
@@ -1061,6 +1113,8 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
         if r["kind"] == "generate_floor":
             note = f"{r['tokens_per_s']:.0f} tok/s"
+        if r["kind"] == "matmul_rate":
+            note = f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s: one layer's update matmuls on {r['matmul_rows']} rows"
         if r.get("cache"):
             note = f"{r['cache']} KV cache; " + note
         if r.get("decoder"):

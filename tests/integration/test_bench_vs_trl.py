@@ -27,11 +27,12 @@ def test_harness_quick_run_writes_every_figure(tmp_path):
                  "grpo_step_vs_floor", "dpo_step_vs_floor", "rollout_vs_generate_floor",
                  "grpo_rss_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
                  "grpo_rss_ratio_checkpointing", "dpo_rss_ratio_checkpointing", "grpo_step_ratio_static_decoder",
-                 "rollout_vs_generate_floor_static_decoder"):
+                 "rollout_vs_generate_floor_static_decoder", "grpo_update_vs_matmul_rate", "grpo_update_floor_vs_matmul_rate",
+                 "trl_grpo_update_vs_matmul_rate"):
         assert report[name] > 0, name
     assert 0.5 < report["grpo_work_ratio"] < 0.8  # 8-token prompts: purld does about 0.69 of TRL's model FLOPs
     kinds = {row["kind"] for row in report["rows"]}
-    assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor"}
+    assert kinds == {"purld_grpo", "trl_grpo", "generate_floor", "grpo_update_floor", "purld_dpo", "trl_dpo", "dpo_update_floor", "matmul_rate"}
     assert all(row["precision"] == "fp32" for row in report["rows"])
     assert report["figures"]["tiny_ranking_fraction_self_judge"] > 0
     assert "grpo_step_ratio" in result.stdout  # the printed table
@@ -50,7 +51,7 @@ def test_gsm8k_prompts_fit_the_model_and_feed_every_side():
     assert [row["prompt"] for row in dpo] == [e.prompt for e in examples]
     assert harness.dpo_texts(8, 32)[0]["prompt"] != examples[0].prompt  # the default: random strings, as before
     kinds = [spec["kind"] for spec in harness.row_specs(["tiny"], [4, 8, 16], "cpu", with_trl=True, prompts="gsm8k")]
-    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 10  # comparison rows, no scaling rows
+    assert sorted(set(kinds)) == sorted(harness.WORKERS) and len(kinds) == 11  # comparison rows, no scaling rows
     gpu_rows = harness.row_specs(["qwen05b"], [8], "gpu", with_trl=True)
     assert gpu_rows[0] == {"kind": "purld_grpo", "size": "qwen05b", "K": 8, "decoder": "static"} and len(gpu_rows) == 9
     assert {spec["kind"] for spec in gpu_rows[:5]} == {"purld_grpo", "generate_floor", "trl_grpo", "purld_dpo", "trl_dpo"}
@@ -66,6 +67,14 @@ def test_step_work_counts_the_tokens_each_side_reads():
     assert harness.grpo_step_work(1, 1, 2, 3, 2, side="trl") == 116
     with pytest.raises(ValueError, match="'vllm'"):
         harness.grpo_step_work(1, 1, 2, 3, 2, side="vllm")
+
+
+def test_matmul_rate_counts_six_flops_per_weight_and_row():
+    result = harness.matmul_rate("tiny", threads=1, precision="fp32", K=1, new_tokens=4, steps=1, warmup=0)
+    H, I = harness.SIZES["tiny"]["hidden_size"], harness.SIZES["tiny"]["intermediate_size"]
+    layer_parameters = 4 * H * H + 3 * H * I  # q, k, v, o, gate, up, down
+    assert result["matmul_rows"] == harness.NUM_PROMPTS * 4
+    assert result["matmul_flops_per_s"] * result["matmul_s"] == pytest.approx(6 * layer_parameters * result["matmul_rows"])
 
 
 def test_merged_rows_keep_the_counts_and_flags_of_every_round():
