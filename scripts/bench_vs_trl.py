@@ -181,10 +181,20 @@ def grpo_step_work(num_parameters: int, B: int, K: int, prompt_tokens: int, new_
 
     Their ratio is the step ratio at equal FLOP rates: what the comparison asks of purld beyond doing less work."""
     N, L, T = num_parameters, prompt_tokens, new_tokens
+    update = grpo_update_work(N, B, K, L, T, side)  # checks `side`
     if side == "purld":
-        return 2.0 * N * (B * (L - 1) + B * K * T) + 8.0 * N * (B * L + B * K * T)
+        return 2.0 * N * (B * (L - 1) + B * K * T) + update
+    return 2.0 * N * B * K * (L + T - 1) + update
+
+
+def grpo_update_work(num_parameters: int, B: int, K: int, prompt_tokens: int, new_tokens: int, side: str) -> float:
+    """The update's part of `grpo_step_work`: the reference forward, the policy forward and backward (and TRL's
+    checkpointed forward again)."""
+    N, L, T = num_parameters, prompt_tokens, new_tokens
+    if side == "purld":
+        return update_flops(N, B * L + B * K * T)
     if side == "trl":
-        return 2.0 * N * B * K * (L + T - 1) + 10.0 * N * B * K * (L + T)
+        return 10.0 * N * B * K * (L + T)
     raise ValueError(f"side {side!r}: 'purld' or 'trl'")
 
 
@@ -1013,16 +1023,12 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             values["grpo_work_ratio"] = grpo_step_work(*shape, side="purld") / grpo_step_work(*shape, side="trl")
             if matmuls:  # each update's FLOP rate over the rate of its matmuls alone at these shapes (`matmul_rate`)
                 rate = matmuls["matmul_flops_per_s"]
-                N, B, K, L, T = shape
-                # purld's reference forward and update read B·L + B·K·T tokens: 2·N and 6·N FLOPs per token
-                values["grpo_update_vs_matmul_rate"] = 8.0 * N * (B * L + B * K * T) / purld[8]["update_total_s"] / rate
+                values["grpo_update_vs_matmul_rate"] = grpo_update_work(*shape, side="purld") / purld[8]["update_total_s"] / rate
                 if update:  # the hand-written update reads every row in full: its update_flops
                     values["grpo_update_floor_vs_matmul_rate"] = update["update_flops"] / update["update_s"] / rate
-                if trl_grpo_row and generate:
-                    # TRL's update, estimated as its step less the plain `generate` of the same batch: 10·N per token
-                    # (its checkpointed forward runs twice) over B·K·(L + T) tokens
+                if trl_grpo_row and generate:  # TRL's update time estimated as its step less the plain `generate`
                     trl_update_s = trl_grpo_row["step_s"] - generate["generate_s"]
-                    values["trl_grpo_update_vs_matmul_rate"] = 10.0 * N * B * K * (L + T) / trl_update_s / rate
+                    values["trl_grpo_update_vs_matmul_rate"] = grpo_update_work(*shape, side="trl") / trl_update_s / rate
         if memory == "peak_gpu_mb":
             values["grpo_gpu_memory_ratio"] = ratio((purld[8], memory), (trl_grpo_row, memory))
             values["grpo_gpu_memory_ratio_static_decoder"] = ratio((static, memory), (trl_grpo_row, memory))
