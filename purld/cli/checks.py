@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 
 class ConfigError(ValueError):
@@ -21,7 +22,11 @@ class ConfigError(ValueError):
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None)
+    try:
+        return OmegaConf.select(cfg, key, default=None)
+    except InterpolationResolutionError as error:  # e.g. ${purld_package_dir:…} of a package not installed
+        reason = str(error).splitlines()[0].split("resolving interpolation: ", 1)[-1]
+        raise ConfigError(f"{key}: {reason}") from None
 
 
 def _require(cfg: DictConfig, key: str, ok, allowed: str) -> None:
@@ -95,6 +100,8 @@ def check_config(cfg: DictConfig) -> None:
         if path is not None and not Path(str(path)).expanduser().exists():
             raise ConfigError(f"{key}={path!r}: no such file or directory")
 
+    for key in ("student.gguf_file", "student.gguf_cache_dir", "student.tokenizer_name_or_path"):
+        _get(cfg, key)  # resolved now, so that an unresolvable value is named before anything loads
     model_path = _get(cfg, "student.model_name_or_path")
     if isinstance(model_path, str) and model_path.startswith(("/", "./", "../", "~")) and not Path(model_path).expanduser().exists():
         raise ConfigError(f"student.model_name_or_path={model_path!r}: no such directory")

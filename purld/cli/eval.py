@@ -35,7 +35,7 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     # Imported once the config is checked (torch, Lightning, transformers): a bad config fails at once.
     from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir
     from purld.cli.pipeline import load_student, make_datamodule
-    from purld.eval.evaluate import evaluate
+    from purld.eval.evaluate import evaluate, evaluation_device
 
     parts = build_components(cfg)
     quiet_libraries()
@@ -43,7 +43,10 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
     datamodule.prepare_data()
     datamodule.setup("validate")
-    metrics = evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens)
+    metrics = evaluate(
+        model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens,
+        device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message,
+    )
     result = {
         "checkpoint": cfg.checkpoint,
         "choices": key_choices(cfg),

@@ -30,7 +30,7 @@ from purld.cli.loggers import without_secrets
 from purld.cli.report import print_before_after
 from purld.cli.resume import stage_checkpoint
 from purld.data.datamodule import AnchorDataModule
-from purld.eval.evaluate import evaluate
+from purld.eval.evaluate import evaluate, evaluation_device
 from purld.modules import SFTModule, module_for
 from purld.modules.samples import SampleLogger
 from purld.objectives.sft import SFTObjective
@@ -212,7 +212,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
 
     def held_out_metrics() -> dict[str, float]:
-        return evaluate(model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens)
+        return evaluate(
+            model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens,
+            device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message,
+        )
 
     warm_module = None
     if cfg.warmstart.sft_steps > 0:

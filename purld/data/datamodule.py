@@ -104,6 +104,17 @@ class AnchorDataModule(L.LightningDataModule):
         messages = list(example.messages or [{"role": "user", "content": example.prompt}])
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def render_message(self, content: str) -> str:
+        """One user turn as the student reads it (the rankers' judge and anchor texts): as `prompt_text` renders."""
+        if not self.use_chat_template:
+            return content
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+    def ranking_context(self, model: PreTrainedModel | None = None, model_is_sampler: bool = True) -> RankingContext:
+        return RankingContext(
+            task=self.task, model=model, tokenizer=self.tokenizer, model_is_sampler=model_is_sampler, render=self.render_message
+        )
+
     def collate(self, items: list[tuple[Example, str]]) -> PromptBatch:
         examples = [example for example, _ in items]
         anchors = [anchor for _, anchor in items]
@@ -159,8 +170,7 @@ class AnchorDataModule(L.LightningDataModule):
         self, batch: PromptBatch, candidates: Candidates, model: PreTrainedModel | None = None, model_is_sampler: bool = True
     ) -> torch.Tensor:
         """Scores (B, K) of the candidates relative to each prompt's anchor."""
-        context = RankingContext(task=self.task, model=model, tokenizer=self.tokenizer, model_is_sampler=model_is_sampler)
-        return self.ranker(batch, candidates, context)
+        return self.ranker(batch, candidates, self.ranking_context(model, model_is_sampler))
 
     def oracle_diagnostics(
         self, batch: PromptBatch, candidates: Candidates, scores: torch.Tensor, label_distribution: torch.Tensor | None

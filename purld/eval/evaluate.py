@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -23,6 +23,7 @@ from purld.rollout.sampler import (
     completion_mask_from_ids,
     decode_completions,
     generate_completions,
+    stop_token_ids,
 )
 from purld.tasks.base import Task
 from purld.types import PromptBatch
@@ -33,7 +34,7 @@ def greedy_answers(
 ) -> tuple[list[str], torch.Tensor]:
     """Greedy completions of a batch: texts (B) and lengths (B,) in tokens."""
     completion_ids = generate_completions(model, tokenizer, batch, do_sample=False, max_new_tokens=max_new_tokens)
-    completion_mask, _ = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
+    completion_mask, _ = completion_mask_from_ids(completion_ids, stop_token_ids(model, tokenizer))
     texts = decode_completions(tokenizer, completion_ids[:, None], completion_mask[:, None])
     return [row[0] for row in texts], completion_mask.sum(-1)
 
@@ -45,11 +46,13 @@ def evaluate_batch(
     task: Task,
     ranker: Ranker,
     max_new_tokens: int,
+    render: Callable[[str], str] = str,
 ) -> dict[str, list[float]]:
-    """Per-example metrics of one batch (lists, so batches can be pooled exactly)."""
+    """Per-example metrics of one batch (lists, so batches can be pooled exactly). `render`: how a user turn
+    reaches the student (`AnchorDataModule.render_message`), for a judge that reads one."""
     answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
     pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
-    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer))  # (B, 2)
+    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer, render=render))  # (B, 2)
     wins = (scores[:, 0] > scores[:, 1]).float() + 0.5 * (scores[:, 0] == scores[:, 1]).float()
     metrics: dict[str, list[float]] = {"win_rate": wins.tolist(), "length": lengths.float().tolist()}
     if task.has_oracle:
@@ -80,11 +83,27 @@ def evaluate(
     task: Task,
     ranker: Ranker,
     max_new_tokens: int,
+    device: torch.device | str = "cpu",
+    render: Callable[[str], str] = str,
     description: str = "held-out eval",
 ) -> dict[str, float]:
+    """Pooled means over `batches`, on `device` (the model is moved there: Lightning leaves a fitted module on
+    the CPU, wherever it trained)."""
     accumulator = EvalAccumulator()
-    device = next(model.parameters()).device
+    model.to(device)
     # A bar on a terminal only (disable=None): logs of batch jobs stay clean.
     for batch in tqdm(batches, desc=description, unit="batch", disable=None, leave=False):
-        accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens))
+        accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens, render))
     return accumulator.means()
+
+
+def evaluation_device(accelerator: str | None) -> torch.device:
+    """The device of `trainer.accelerator`, where held-out evaluation runs (rank 0, so the first GPU)."""
+    accelerator = str(accelerator or "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"trainer.accelerator={accelerator}: no CUDA device is available (trainer=cpu runs on the CPU)")
+        return torch.device("cuda", torch.cuda.current_device())
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -211,6 +211,9 @@ class PolicyModule(L.LightningModule):
                 store_linear_weights_in(self.reference, precision.autocast_context_manager().fast_dtype)
 
     def on_fit_start(self) -> None:
+        # from_pretrained returns a model in eval mode and Lightning keeps each module's mode: without this, a
+        # loaded student would train in eval mode, where transformers' activation checkpointing is off.
+        self.policy.train()
         if self.micro_batch_size is not None and "FSDP" in type(self.trainer.strategy).__name__:
             raise ValueError("data.micro_batch_size is not supported with FSDP (it reduces gradients in its own hooks)")
 
@@ -225,7 +228,9 @@ class PolicyModule(L.LightningModule):
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         dm = self.datamodule
-        self._validation.add(evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.eval_ranker, self.eval_max_new_tokens))
+        self._validation.add(
+            evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.eval_ranker, self.eval_max_new_tokens, dm.render_message)
+        )
 
     def on_validation_epoch_end(self) -> None:
         means = self._validation.means()

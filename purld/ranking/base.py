@@ -12,6 +12,7 @@ policy it judges.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,9 @@ class RankingContext:
     model: PreTrainedModel | None = None  # for self-rankers: the current student, or the frozen reference
     tokenizer: PreTrainedTokenizerBase | None = None
     model_is_sampler: bool = True  # the model is the one that sampled the candidates (its recorded log-probs apply)
+    # A user turn as the student reads it: through its chat template, with the assistant's cue, when the student's
+    # prompts are (`AnchorDataModule.render_message`). Every text a self-ranker feeds the model goes through it.
+    render: Callable[[str], str] = str
 
 
 class Ranker(ABC):

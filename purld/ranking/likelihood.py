@@ -36,8 +36,10 @@ class LikelihoodRanker(Ranker):
         device = candidates.completion_ids.device
         completion_ids = candidates.completion_ids.reshape(B * K, T)
         completion_mask = candidates.completion_mask.reshape(B * K, T)
-        with_anchor = [self.anchor_template.format(prompt=p, anchor=a) for p, a in zip(batch.prompts, batch.anchors)]
-        prompt_ids, prompt_mask = tokenize_left_padded(tokenizer, batch.prompts, device)
+        # x ⊕ a as one user turn, rendered as the student reads its prompts (its chat template); x itself is the
+        # batch's prompt exactly as the rollout read it.
+        with_anchor = [context.render(self.anchor_template.format(prompt=p, anchor=a)) for p, a in zip(batch.prompts, batch.anchors)]
+        prompt_ids, prompt_mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)
         anchored_ids, anchored_mask = tokenize_left_padded(tokenizer, with_anchor, device)
         with in_eval_mode(model):
             conditioned = completion_token_logps(model, anchored_ids, anchored_mask, completion_ids, completion_mask)

@@ -18,16 +18,21 @@ from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.ranking.likelihood import tokenize_left_padded
 from purld.rollout.last_position import reading_last_position_only
 from purld.rollout.logprobs import forward_after_shared_prefix
+from purld.rollout.sampler import stop_token_ids
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch
 
 # The instruction comes first: every prompt's judge text then starts with the same tokens, read once for the
-# whole batch (`split_common_head`). The question and anchor come next, read once per prompt; each of the K
-# candidates costs its own tokens and a short cue ("Reply: ").
+# whole batch (`split_common_head`). The task and anchor come next, read once per prompt; each of the K
+# candidates costs its own tokens and the closing question. The task is quoted as the student saw it, under a
+# heading of its own, so that a task whose prompt carries its own labels ("Question: …\nAnswer:") is not
+# labelled twice.
 DEFAULT_TEMPLATE = (
-    "Is the candidate answer correct? Reply Yes or No.\n"
-    "Question: {prompt}\nReference answer: {anchor}\nCandidate answer: {candidate}\nReply: "
+    "You are grading an answer against a reference answer.\n\n"
+    "[Task]\n{prompt}\n\n[Reference answer]\n{anchor}\n\n[Candidate answer]\n{candidate}\n\n"
+    "Does the candidate answer reach the same final result as the reference answer? Reply Yes or No.\nReply: "
 )
+CANDIDATE_SLOT = "\x00candidate\x00"  # where the candidate's own tokens go, cut out of the rendered judge text
 
 
 class SelfJudgeRanker(Ranker):
@@ -49,15 +54,18 @@ class SelfJudgeRanker(Ranker):
         model, tokenizer = context.model, context.tokenizer
         B, K = candidates.completion_ids.shape[:2]
         device = candidates.completion_ids.device
-        before, after = self.template.split("{candidate}", 1)
+        # The judge question is one user turn, rendered as the student reads its prompts (its chat template, then
+        # the assistant's cue, where the reply's first token is read); the candidate's place is cut out of it.
+        judge_texts = [context.render(self.template.format(prompt=e.prompt, anchor=a, candidate=CANDIDATE_SLOT))
+                       for e, a in zip(batch.examples, batch.anchors)]
+        prefixes, suffix_texts = zip(*(text.split(CANDIDATE_SLOT, 1) for text in judge_texts))
         # The part before the candidate is the same for a prompt's K candidates: read once, KV cache shared.
-        prefixes = [before.format(prompt=example.prompt, anchor=anchor) for example, anchor in zip(batch.examples, batch.anchors)]
-        prefix_ids, prefix_mask = tokenize_left_padded(tokenizer, prefixes, device)
+        prefix_ids, prefix_mask = tokenize_left_padded(tokenizer, list(prefixes), device)
         # Each candidate as the tokens the student generated (EOS dropped), then the question, left-padded.
-        suffixes = [tokenizer(after.format(prompt=e.prompt, anchor=a), add_special_tokens=False)["input_ids"]
-                    for e, a in zip(batch.examples, batch.anchors)]
+        suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in suffix_texts]
         ids = candidates.completion_ids.reshape(B * K, -1)
-        keep = candidates.completion_mask.reshape(B * K, -1) & (ids != tokenizer.eos_token_id)
+        stop_ids = torch.tensor(stop_token_ids(model, tokenizer), device=ids.device)
+        keep = candidates.completion_mask.reshape(B * K, -1) & ~torch.isin(ids, stop_ids)
         rows = [ids[i][keep[i]].tolist() + suffixes[i // K] for i in range(B * K)]
         width = max(len(row) for row in rows)
         continuation = torch.full((B * K, width), tokenizer.pad_token_id, dtype=torch.long)

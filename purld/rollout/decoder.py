@@ -86,14 +86,16 @@ class StaticCacheDecoder:
         self,
         model: PreTrainedModel,
         temperature: float,
-        eos_token_id: int,
+        eos_token_id: int | list[int],
         pad_token_id: int,
-        suppress_token_id: int | None = None,
+        suppress_token_id: int | list[int] | None = None,
         cuda_graphs: bool = True,
     ) -> None:
         check_decodable(model)
         self.model, self.temperature = model, temperature
-        self.eos_token_id, self.pad_token_id, self.suppress_token_id = eos_token_id, pad_token_id, suppress_token_id
+        # Several ids end a completion where a checkpoint has several (Llama-3: <|eot_id|> and <|end_of_text|>).
+        self.eos_token_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+        self.pad_token_id, self.suppress_token_id = pad_token_id, suppress_token_id
         self.cuda_graphs = cuda_graphs
         self.decoder = model.get_decoder()
         self.output_head = model.get_output_embeddings()
@@ -124,6 +126,7 @@ class StaticCacheDecoder:
         self.write_index = torch.zeros(1, dtype=torch.long, device=device)  # its column in the cache
         self.step_index = torch.zeros(1, dtype=torch.long, device=device)  # its column in the outputs
         self.finished = torch.zeros(N, dtype=torch.bool, device=device)
+        self.eos_token_ids = self.eos_token_ids.to(device)  # before any capture: no copy inside the graph
         self.token_ids = torch.zeros((N, layout.new_tokens), dtype=torch.long, device=device)
         self.token_logps = torch.zeros((N, layout.new_tokens), dtype=torch.float32, device=device)
         self._layout, self._graph = layout, None
@@ -175,7 +178,7 @@ class StaticCacheDecoder:
         drawn = (logps - torch.empty_like(logps).exponential_().log()).argmax(-1)  # Gumbel-max: a draw from exp(logps)
         token = drawn.masked_fill(self.finished, self.pad_token_id)
         token_logp = logps.gather(-1, drawn[:, None]).squeeze(-1).masked_fill(self.finished, 0.0)
-        self.finished |= token == self.eos_token_id
+        self.finished |= torch.isin(token, self.eos_token_ids)
         self.token_ids.index_copy_(1, self.step_index, token[:, None])
         self.token_logps.index_copy_(1, self.step_index, token_logp[:, None])
         return token

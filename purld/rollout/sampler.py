@@ -9,9 +9,19 @@ temperature, the quantity the training forward pass recomputes (as TRL does).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.last_position import reading_last_position_only
@@ -28,7 +38,7 @@ class _RecordSamplingLogps(LogitsProcessor):
     gathered after `generate` returns. Memory: one (N, V) slice at a time.
     """
 
-    def __init__(self, temperature: float, suppress_token_id: int | None) -> None:
+    def __init__(self, temperature: float, suppress_token_id: int | list[int] | None) -> None:
         self.temperature = temperature
         self.suppress_token_id = suppress_token_id
         self.previous_logps: Tensor | None = None
@@ -48,9 +58,43 @@ class _RecordSamplingLogps(LogitsProcessor):
         return torch.stack(self.token_logps, dim=1)
 
 
-def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
-    """(…, T) mask of tokens up to and including the first EOS, and (…) `is_truncated` (no EOS)."""
-    is_eos = completion_ids == eos_token_id
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS and the checkpoint's generation EOS ids (Llama-3
+    Instruct ends a turn with <|eot_id|> and the text with <|end_of_text|>), the tokenizer's first."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [] if configured is None else [configured]
+    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
+
+
+def sampling_config(stop_ids: list[int], pad_token_id: int, **settings) -> GenerationConfig:
+    """The generation config purld samples with: `settings` (max_new_tokens, do_sample, top_k, …) and the stop
+    ids, over transformers' defaults. Used with `without_checkpoint_generation_config`, so that nothing of the
+    checkpoint's config is merged in."""
+    return GenerationConfig(**settings, eos_token_id=stop_ids, pad_token_id=pad_token_id)
+
+
+@contextmanager
+def without_checkpoint_generation_config(model: PreTrainedModel) -> Iterator[None]:
+    """Set the checkpoint's `generation_config` aside for the block (token ids kept).
+
+    `generate` fills every field that the config it is given leaves None from the model's own, and builds logits
+    processors from them (Qwen2.5-Instruct ships `repetition_penalty: 1.05`; others `no_repeat_ngram_size`,
+    `suppress_tokens`, `min_p`, …). They would change the distribution that is sampled, and the recorded log-probs
+    would no longer be the policy's. The checkpoint's config is put back afterwards: the saved student keeps it."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the transformers model
+    checkpoint_config = target.generation_config
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    target.generation_config = GenerationConfig(**{name: getattr(checkpoint_config, name, None) for name in ids})
+    try:
+        yield
+    finally:
+        target.generation_config = checkpoint_config
+
+
+def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int | list[int]) -> tuple[Tensor, Tensor]:
+    """(…, T) mask of tokens up to and including the first EOS (any of the ids), and (…) `is_truncated` (no EOS)."""
+    eos_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=completion_ids.device)
+    is_eos = torch.isin(completion_ids, eos_ids)
     seen_eos_before = (is_eos.long().cumsum(-1) - is_eos.long()) > 0
     return ~seen_eos_before, ~is_eos.any(-1)
 
@@ -89,7 +133,8 @@ def generate_completions(
     **generate_kwargs,
 ) -> Tensor:
     """One batched `generate` (KV cache, eval mode, no grad) of `num_samples` completions per prompt, row b·K + k
-    sampling prompt b; returns only the new tokens (B·K, T).
+    sampling prompt b; returns only the new tokens (B·K, T). `generate_kwargs` are generation settings
+    (`sampling_config`, never the checkpoint's) or `generate` arguments (logits_processor, a cache).
 
     With num_samples > 1 each prompt is read once (`prompt_cache_for_samples`) where `generate` would read it
     once per sample (`num_return_sequences` repeats the prompts first)."""
@@ -98,14 +143,15 @@ def generate_completions(
         if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
             prompt_cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
             generate_kwargs[cache_argument_name(model)] = prompt_cache
-        sequences = model.generate(
-            input_ids=prompt_ids.repeat_interleave(num_samples, 0),
-            attention_mask=prompt_mask.repeat_interleave(num_samples, 0),
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            use_cache=True,
-            **generate_kwargs,
-        )
+        settings = {k: generate_kwargs.pop(k) for k in list(generate_kwargs) if hasattr(GenerationConfig(), k)}
+        config = sampling_config(stop_token_ids(model, tokenizer), tokenizer.pad_token_id, use_cache=True, **settings)
+        with without_checkpoint_generation_config(model):
+            sequences = model.generate(
+                input_ids=prompt_ids.repeat_interleave(num_samples, 0),
+                attention_mask=prompt_mask.repeat_interleave(num_samples, 0),
+                generation_config=config,
+                **generate_kwargs,
+            )
     return sequences[:, prompt_ids.shape[1] :]
 
 
@@ -173,7 +219,7 @@ class Sampler:
     def sample(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> Rollout:
         B, K = len(batch), self.num_candidates
         completion_ids, token_logps = self.decode(model, tokenizer, batch)  # (B·K, T) each
-        completion_mask, is_truncated = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id)
+        completion_mask, is_truncated = completion_mask_from_ids(completion_ids, stop_token_ids(model, tokenizer))
         T = completion_ids.shape[1]
         completion_ids = completion_ids.masked_fill(~completion_mask, tokenizer.pad_token_id).reshape(B, K, T)
         completion_mask = completion_mask.reshape(B, K, T)
@@ -188,7 +234,7 @@ class Sampler:
 
     def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
         """K completions per prompt by transformers' `generate`: ids (B·K, T) and their sampling log-probs."""
-        recorder = _RecordSamplingLogps(self.temperature, tokenizer.eos_token_id if self.suppress_eos else None)
+        recorder = _RecordSamplingLogps(self.temperature, stop_token_ids(model, tokenizer) if self.suppress_eos else None)
         completion_ids = generate_completions(
             model,
             tokenizer,
@@ -231,8 +277,8 @@ class StaticDecoderSampler(Sampler):
     def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
         if self._decoder is None or self._decoder.model is not model:
             self._decoder = StaticCacheDecoder(
-                model, self.temperature, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                suppress_token_id=tokenizer.eos_token_id if self.suppress_eos else None, cuda_graphs=self.cuda_graphs,
+                model, self.temperature, stop_token_ids(model, tokenizer), tokenizer.pad_token_id,
+                suppress_token_id=stop_token_ids(model, tokenizer) if self.suppress_eos else None, cuda_graphs=self.cuda_graphs,
             )
         with in_eval_mode(model):
             return self._decoder.decode(batch.prompt_ids, batch.prompt_mask, self.num_candidates, self.max_new_tokens)

@@ -44,9 +44,25 @@ class Student(ABC):
             enable_gradient_checkpointing(model, selective=self.gradient_checkpointing == "selective")
         return model
 
+    def prepare_policy(self, model: PreTrainedModel) -> PreTrainedModel:
+        """Dropout off everywhere (as TRL's `disable_dropout`): π_old at sampling, in eval mode, and π_θ in the
+        update, in training mode, are then the same function, and the reference (a copy, or adapters disabled)
+        agrees with both. Checkpoints ship their own dropout rates (nn.Dropout modules and the attention
+        layers' `attention_dropout`)."""
+        disable_dropout(model)
+        return model
+
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
         """The policy PU-RLD starts from after the warm start (LoRA: adapters merged, fresh ones added)."""
         return model
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 @contextmanager

@@ -5,6 +5,9 @@ left for generation and falls back to EOS as the pad token. When the tokenizer
 has a chat template and `use_chat_template` allows it, prompts are rendered
 through it (the datamodule asks `render_prompts`).
 
+A GGUF checkpoint (`student.gguf_file`, e.g. `student=smollm2`) is converted once into a cached Hugging Face
+directory (`purld.students.gguf`) and loaded from there.
+
 `student=lora` wraps the model with peft LoRA adapters. The reference policy is
 then the same weights with the adapters disabled — no second copy. A warm start
 trains adapters too; its adapters are merged into the base weights before
@@ -41,38 +44,51 @@ class HFStudent(Student):
         trust_remote_code: bool = False,
         gradient_checkpointing: bool | str = False,
         lean_activations: bool = True,
+        gguf_file: str | None = None,
+        gguf_cache_dir: str | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
         if use_chat_template not in CHAT_TEMPLATE:
             raise ValueError(f"student.use_chat_template={use_chat_template!r}: allowed values are {', '.join(CHAT_TEMPLATE)}")
+        if not model_name_or_path and not gguf_file:
+            raise ValueError("student.model_name_or_path is required (or student.gguf_file for a GGUF checkpoint)")
         self.model_name_or_path = model_name_or_path
-        self.tokenizer_name_or_path = tokenizer_name_or_path or model_name_or_path
+        self.tokenizer_name_or_path = tokenizer_name_or_path
+        self.gguf_file, self.gguf_cache_dir = gguf_file, gguf_cache_dir
         self.dtype, self.attn_implementation = dtype, attn_implementation
         self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
         self.gradient_checkpointing = checked_gradient_checkpointing(gradient_checkpointing)
         self.lean_activations = checked_lean_activations(lean_activations)
 
-    def load_tokenizer(self) -> PreTrainedTokenizerBase:
-        tokenizer = AutoTokenizer.from_pretrained(
-            self.tokenizer_name_or_path, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
+    def weights_directory(self) -> str:
+        """Where the weights load from: `model_name_or_path`, or the GGUF file's converted directory."""
+        if not self.gguf_file:
+            return self.model_name_or_path
+        from purld.students.gguf import converted_directory, resolve_gguf_file
+
+        return str(converted_directory(resolve_gguf_file(self.model_name_or_path, self.gguf_file), self.gguf_cache_dir))
+
+    def load_tokenizer(self, weights_directory: str | None = None) -> PreTrainedTokenizerBase:
+        source = self.tokenizer_name_or_path or weights_directory or self.weights_directory()
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=self.revision, trust_remote_code=self.trust_remote_code)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if self.use_chat_template == "always" and not tokenizer.chat_template:
-            raise ValueError(f"student.use_chat_template=always: {self.tokenizer_name_or_path} has no chat template")
+            raise ValueError(f"student.use_chat_template=always: {source} has no chat template")
         return tokenizer
 
-    def load_model(self) -> PreTrainedModel:
+    def load_model(self, weights_directory: str | None = None) -> PreTrainedModel:
         kwargs: dict[str, Any] = {"dtype": DTYPES[self.dtype], "revision": self.revision, "trust_remote_code": self.trust_remote_code}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        return AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(weights_directory or self.weights_directory(), **kwargs)
 
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        tokenizer = self.load_tokenizer()
-        model = self.apply_memory_options(self.load_model())
+        weights = self.weights_directory()
+        tokenizer = self.load_tokenizer(weights)
+        model = self.apply_memory_options(self.prepare_policy(self.load_model(weights)))
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         return model, tokenizer
@@ -160,7 +176,7 @@ class QLoRAStudent(LoRAStudent):
             raise ValueError(f"student.compute_dtype={compute_dtype!r}: allowed values are float32, bfloat16, float16")
         self.quant_type, self.compute_dtype, self.double_quant = quant_type, compute_dtype, double_quant
 
-    def load_model(self) -> PreTrainedModel:
+    def load_model(self, weights_directory: str | None = None) -> PreTrainedModel:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
@@ -177,7 +193,7 @@ class QLoRAStudent(LoRAStudent):
         kwargs: dict[str, Any] = {"quantization_config": quantization, "revision": self.revision}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(weights_directory or self.weights_directory(), **kwargs)
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:

@@ -5,5 +5,6 @@ from purld.tasks.base import Task
 from purld.tasks.gsm8k import GSM8KTask
 from purld.tasks.jsonl import JsonlTask
 from purld.tasks.sorting import SortTask
+from purld.tasks.word_problems import WordProblemsTask
 
-__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "SortTask", "Task"]
+__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "SortTask", "Task", "WordProblemsTask"]
