@@ -163,9 +163,11 @@ def row_overrides(s: Settings, task: str, row: Row, seed: int, student: Path) ->
 
 # ------------------------------------------------------------------------ reading
 def diagnostics(run_dir: Path) -> dict[str, float]:
-    """Means over the training steps of the ranking diagnostics that this run logged."""
+    """Means over the training steps of the ranking diagnostics that this run logged, over the steps where each
+    was defined (`read_curves` leaves out the NaN steps), and how many those were (`<name>/steps_defined`)."""
     curves = read_curves(run_dir / "logs" / "purld" / "metrics.csv", DIAGNOSTICS)
-    return {name: statistics.mean(v for _, v in points) for name, points in curves.items() if points}
+    means = {name: statistics.mean(v for _, v in points) for name, points in curves.items() if points}
+    return {**means, **{f"{name}/steps_defined": len(curves.get(name, [])) for name in DIAGNOSTICS}}
 
 
 def accuracy_curve(run_dir: Path, before: float | None) -> list[tuple[int, float]]:

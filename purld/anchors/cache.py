@@ -49,6 +49,7 @@ class MissingAnchorError(LookupError):
 @dataclass
 class FillStats:
     teacher_calls: int = 0  # successful calls: answers received and stored
+    reference_answers: int = 0  # anchors stored from the task's references (teacher=reference): no call made
     cache_hits: int = 0
     skipped: int = 0  # prompts the teacher failed on under on_error=skip (left out, not stored)
     prompt_tokens: int = 0
@@ -142,6 +143,9 @@ class AnchorCache:
                     logger.warning("anchor skipped (teacher.on_error=skip): %s", answer.error)
                     continue
                 self.put(keys[example.prompt_id], teacher, example, answer)
+                if not teacher.calls_a_model:
+                    stats.reference_answers += 1
+                    continue
                 stats.teacher_calls += 1
                 stats.prompt_tokens += answer.prompt_tokens
                 stats.completion_tokens += answer.completion_tokens

@@ -79,6 +79,8 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "trainer.max_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
     _require(cfg, "eval.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "eval.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0")
+    if not isinstance(keep := _get(cfg, "checkpointing.keep_when_done"), (bool, type(None))):
+        raise ConfigError(f"checkpointing.keep_when_done={keep!r} is invalid: allowed values are true, false")
     _require(cfg, "checkpointing.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0: only at the end of each stage)")
     _require(cfg, "samples.every_n_steps", lambda v: _is_int(v) and v >= 0, "integers ≥ 0 (0 disables the samples table)")
     _require(cfg, "samples.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")

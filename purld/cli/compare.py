@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import json
 import statistics
 import sys
@@ -62,8 +63,8 @@ def read_curves(metrics_csv: Path, names: tuple[str, ...]) -> dict[str, list[tup
     with metrics_csv.open() as handle:
         for row in csv.DictReader(handle):
             for name in names:
-                if row.get(name):
-                    curves[name].append((int(row["step"]), float(row[name])))
+                if row.get(name) and not math.isnan(value := float(row[name])):  # NaN: undefined at that step
+                    curves[name].append((int(row["step"]), value))
     return curves
 
 

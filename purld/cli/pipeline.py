@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -278,6 +279,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "rank": rank_zero_only.rank,
                 "world_size": world_size,
                 "teacher_calls": datamodule.fill_stats.teacher_calls,
+                "reference_answers": datamodule.fill_stats.reference_answers,
                 "warmstart_prompt_ids": warm_module.trained_prompt_ids if warm_module else [],
                 "purld_prompt_ids": module.trained_prompt_ids,
                 "weights_sha256": weights_digest(model),
@@ -295,10 +297,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "choices": key_choices(cfg),
         "eval": {"before": before, "after": after},
         "teacher_calls": fill.teacher_calls,
+        "reference_answers": fill.reference_answers,
         "cache_hits": fill.cache_hits,
         "anchors": {**fill.as_dict(), "prompts_without_anchor": datamodule.prompts_without_anchor},
         "task": parts.task.report(),
         "global_step": global_step,
+        # Means over the PU-RLD steps of the ranking diagnostics, over the steps where each was defined (this rank's).
+        "rank_means": module.step_means.summary("rank/"),
         "world_size": world_size,
         "resumed": bool(cfg.resume),
         "num_parameters": hyperparameters["parameters/total"],
@@ -309,6 +314,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seconds": {**clock.seconds, "total": round(time.perf_counter() - started, 3)},
     }
     write_json(output_dir / "summary.json", summary)
+    if cfg.checkpointing.enabled and not cfg.checkpointing.get("keep_when_done", True):
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     log_final_metrics(summary)
     print_before_after(before, after, summary)
     return summary
@@ -322,5 +329,5 @@ def log_final_metrics(summary: dict[str, Any]) -> None:
     for when in ("before", "after"):
         for name, value in summary["eval"][when].items():
             wandb.run.summary[f"eval/{when}/{name}"] = value
-    for key in ("teacher_calls", "cache_hits", "global_step"):
+    for key in ("teacher_calls", "reference_answers", "cache_hits", "global_step"):
         wandb.run.summary[key] = summary[key]

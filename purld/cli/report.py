@@ -27,7 +27,9 @@ def print_before_after(before: dict[str, float], after: dict[str, float], summar
     console.print(table)
     seconds = summary["seconds"]
     console.print(
-        f"teacher calls {summary['teacher_calls']} · cache hits {summary['cache_hits']} · "
+        f"teacher calls {summary['teacher_calls']} · "
+        + (f"anchors from the task's references {summary['reference_answers']} · " if summary.get("reference_answers") else "")
+        + f"cache hits {summary['cache_hits']} · "
         f"steps {summary['global_step']} · {seconds['total']:.1f} s · {summary['run_dir']}/summary.json"
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from purld.cli.checks import ConfigError
 
@@ -48,6 +48,17 @@ def hydra_output_subdir(resume: str | None) -> str:
     return ".hydra-resume" if resume and run_dir_of(resume) is not None else ".hydra"
 
 
+def changes_the_run(override: str, cfg: DictConfig, saved: DictConfig, saved_choices: DictConfig) -> bool:
+    """Whether a command-line override gives the resumed run another value than the run was started with: the
+    same command line with `resume=` added changes nothing. A group override (`loss=dpo`) is compared with the
+    run's group choice, any other key with the run's saved value."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    if key in saved_choices:
+        return override.startswith("~") or str(saved_choices[key]) != override.split("=", 1)[1]
+    as_container = lambda node: OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node  # noqa: E731
+    return as_container(OmegaConf.select(cfg, key)) != as_container(OmegaConf.select(saved, key))
+
+
 def resumed_config(cfg: DictConfig) -> DictConfig:
     """The config saved by the run being resumed, with the few overrides a resume may change applied.
 
@@ -62,18 +73,26 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
             f"resume={cfg.resume!r}: not a purld-train run directory (with .hydra/config.yaml) "
             "or a checkpoint inside one (<run dir>/checkpoints/<stage>/last.ckpt)"
         )
+    if (run_dir / "summary.json").exists() and not (run_dir / "checkpoints").exists():
+        raise ConfigError(
+            f"resume={cfg.resume!r}: that run finished and its checkpoints were deleted (checkpointing.keep_when_done="
+            f"false); its trained model is {run_dir / 'student'}: start a new run from it "
+            f"(student=hf student.model_name_or_path={run_dir / 'student'})"
+        )
     hydra = HydraConfig.get()
-    refused = [o for o in hydra.overrides.task if not o.lstrip("+~").startswith(RESUMABLE_OVERRIDES)]
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    resumable = [o for o in hydra.overrides.task if o.lstrip("+~").startswith(RESUMABLE_OVERRIDES)]
+    refused = [o for o in hydra.overrides.task if o not in resumable and changes_the_run(o, cfg, saved, choices)]
     if refused:
         raise ConfigError(
             f"resume={cfg.resume!r} continues that run with the config it was started with "
-            f"({run_dir / '.hydra' / 'config.yaml'}); remove {' '.join(refused)} "
+            f"({run_dir / '.hydra' / 'config.yaml'}); {' '.join(refused)} changes it: remove it "
             "(a resume may only change trainer.max_steps, checkpointing.*, samples.* and logger.*)"
         )
-    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     with open_dict(saved):
         saved.resume = str(run_dir)
-        for override in hydra.overrides.task:
+        for override in resumable:
             key = override.lstrip("+~").split("=", 1)[0]
             if key not in ("resume",) and not key.startswith("hydra."):
                 OmegaConf.update(saved, key, OmegaConf.select(cfg, key), force_add=True)

@@ -175,7 +175,11 @@ class AnchorDataModule(L.LightningDataModule):
     def oracle_diagnostics(
         self, batch: PromptBatch, candidates: Candidates, scores: torch.Tensor, label_distribution: torch.Tensor | None
     ) -> dict[str, torch.Tensor]:
-        """`rank/*` signal-quality metrics against the oracle (empty when the task has none)."""
+        """`rank/*` signal-quality metrics against the oracle (empty when the task has none).
+
+        The same keys every step, NaN where a figure is undefined (Kendall τ on a step where no prompt's
+        candidates mix right and wrong): under DDP every rank then logs the same keys, and a mean over steps can
+        leave out, and count, the steps where it was undefined (`StepMeans`, `read_curves`)."""
         if not self.task.has_oracle:
             return {}
         oracle = torch.tensor(
@@ -190,4 +194,4 @@ class AnchorDataModule(L.LightningDataModule):
         }
         if label_distribution is not None:
             metrics["rank/q_mass_on_correct"] = mass_on_correct(label_distribution, correct)
-        return {name: value for name, value in metrics.items() if not torch.isnan(value)}
+        return metrics

@@ -60,6 +60,7 @@ class PolicyModule(L.LightningModule):
         if micro_batch_size is not None and (isinstance(micro_batch_size, bool) or micro_batch_size < 1):
             raise ValueError(f"data.micro_batch_size={micro_batch_size!r}: allowed values are integers ≥ 1, or null")
         self.micro_batch_size = micro_batch_size  # sequences per forward + backward of the update; None: all
+        self.step_means = StepMeans()  # this rank's means over the steps of each logged figure, for summary.json
         self.last_samples = None  # the last step's rollout and ranking (StepSamples), for the samples table
         self.trained_prompt_ids: list[str] = []  # this rank's prompts, in order
 
@@ -155,6 +156,7 @@ class PolicyModule(L.LightningModule):
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         # sync_dist: under DDP every logged value is the mean over ranks.
+        self.step_means.add(metrics)
         for name, value in metrics.items():
             self.log(
                 self.metric_prefix + name,
@@ -248,6 +250,36 @@ class PolicyModule(L.LightningModule):
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
         if "purld_rng" in checkpoint:
             _set_rng_states(checkpoint["purld_rng"])
+
+
+class StepMeans:
+    """Means over training steps that count only the steps where a figure was defined (not NaN), and say how many:
+    Kendall τ is undefined on a step where no prompt's candidates mix right and wrong."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.defined: dict[str, int] = {}
+        self.steps: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, Tensor | float]) -> None:
+        for name, value in metrics.items():
+            value = float(value)
+            self.steps[name] = self.steps.get(name, 0) + 1
+            if value == value:  # not NaN
+                self.totals[name] = self.totals.get(name, 0.0) + value
+                self.defined[name] = self.defined.get(name, 0) + 1
+
+    def summary(self, prefix: str = "") -> dict[str, dict[str, float | int | None]]:
+        """{name: {mean (None if never defined), steps_defined, steps}} for the names under `prefix`."""
+        return {
+            name: {
+                "mean": self.totals[name] / self.defined[name] if self.defined.get(name) else None,
+                "steps_defined": self.defined.get(name, 0),
+                "steps": steps,
+            }
+            for name, steps in sorted(self.steps.items())
+            if name.startswith(prefix)
+        }
 
 
 def store_linear_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> int:

@@ -21,7 +21,7 @@ class GroupModule(PolicyModule):
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
         with self.timed("ranking"):
             scores = self.rank(batch, rollout)  # (B, K)
-            targets = self.objective.preferences(scores)
+            targets = self.objective.preferences(scores, gather=self.gather_rows)
         self.last_samples = StepSamples(batch, rollout, scores, rewards=targets.rewards)
         with self.timed("update"):
             if isinstance(self.objective, GRPOObjective):
@@ -41,6 +41,12 @@ class GroupModule(PolicyModule):
         }
         self.log_metrics(metrics, batch_size=len(batch))
         return out.loss
+
+    def gather_rows(self, tensor: Tensor) -> Tensor:
+        """(B, …) on each rank → (world_size·B, …): `scale_rewards=batch` takes the global batch's std."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return tensor
+        return self.all_gather(tensor).reshape(-1, *tensor.shape[1:])
 
     def _flat_inputs(self, batch: PromptBatch, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The B prompts and their B·K candidates: the log-prob functions read each prompt once for its K candidates."""

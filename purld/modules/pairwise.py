@@ -27,6 +27,26 @@ def candidate_pool(batch: PromptBatch, rollout: Rollout, pad_token_id: int) -> t
     return ids, mask
 
 
+def distinct_sequences(pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The sequences the pairs read, each once, grouped by prompt: prompts (G,) into the batch, rows (G, R) into
+    each prompt's pool (R = the most distinct sequences a prompt has; shorter groups repeat their last one), and
+    for each pair the flat row (into G·R) of its chosen and of its rejected answer (P,) each. The pairs of one
+    prompt only read rows of its group, so a micro-batch pass that keeps groups whole stays exact."""
+    by_prompt: dict[int, list[int]] = {}
+    for prompt, chosen, rejected in zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist()):
+        seen = by_prompt.setdefault(prompt, [])
+        seen.extend(index for index in (chosen, rejected) if index not in seen)
+    width = max(len(indices) for indices in by_prompt.values())
+    row_of = {(prompt, index): group * width + position
+              for group, (prompt, indices) in enumerate(by_prompt.items()) for position, index in enumerate(indices)}
+    device = pairs.prompt_index.device
+    rows = torch.tensor([indices + indices[-1:] * (width - len(indices)) for indices in by_prompt.values()], device=device)
+    flat = [(row_of[(p, c)], row_of[(p, r)]) for p, c, r in
+            zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist())]
+    chosen_row, rejected_row = torch.tensor(flat, device=device).unbind(1)
+    return torch.tensor(list(by_prompt), device=device), rows, chosen_row, rejected_row
+
+
 class PairwiseModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
         with self.timed("rollout"):
@@ -44,25 +64,25 @@ class PairwiseModule(PolicyModule):
             **self.datamodule.oracle_diagnostics(batch, rollout, scores, None),
         }
         with self.timed("update"):
-            if len(pairs) == 0:
+            if len(pairs) == 0:  # the objective's own metrics, all NaN: every step (and DDP rank) logs the same keys
                 loss = self.zero_loss()
+                nothing = scores.new_zeros(0)
+                metrics.update(self.objective(nothing, nothing, nothing, nothing).prefixed("train/"))
             else:
                 out = self.dpo_step(batch, rollout, pairs)
                 loss = out.loss
                 metrics.update(out.prefixed("train/"))
-                if self.datamodule.task.has_oracle:
-                    metrics["rank/pair_oracle_accuracy"] = self.pair_oracle_accuracy(batch, rollout, pairs)
+            if self.datamodule.task.has_oracle:
+                metrics["rank/pair_oracle_accuracy"] = self.pair_oracle_accuracy(batch, rollout, pairs)
         self.log_metrics(metrics, batch_size=len(batch))
         return loss
 
     def dpo_step(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs):
         pool_ids, pool_mask = candidate_pool(batch, rollout, self.tokenizer.pad_token_id)
-        P = len(pairs)
-        # Row 2p is pair p's chosen answer, row 2p + 1 its rejected one: both continue the same prompt, read once.
-        which = torch.stack([pairs.chosen_index, pairs.rejected_index], dim=1)  # (P, 2)
-        prompt = pairs.prompt_index
-        inputs = (batch.prompt_ids[prompt], batch.prompt_mask[prompt], pool_ids[prompt[:, None], which].flatten(0, 1),
-                  pool_mask[prompt[:, None], which].flatten(0, 1))
+        # Each distinct sequence once: all_ordered at K = 16 makes up to 136 pairs of 17 sequences a prompt.
+        prompts, rows, chosen_row, rejected_row = distinct_sequences(pairs)
+        inputs = (batch.prompt_ids[prompts], batch.prompt_mask[prompts], pool_ids[prompts[:, None], rows].flatten(0, 1),
+                  pool_mask[prompts[:, None], rows].flatten(0, 1))
         mask = inputs[3]
 
         def sequence_logps(token_logps: Tensor) -> tuple[Tensor, Tensor]:  # chosen (P,), rejected (P,)
@@ -70,12 +90,12 @@ class PairwiseModule(PolicyModule):
                 logps = (token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
             else:
                 logps = (token_logps * mask).sum(-1)
-            return logps.reshape(P, 2).unbind(1)
+            return logps[chosen_row], logps[rejected_row]
 
         if self.objective.needs_reference:
             ref_chosen, ref_rejected = sequence_logps(self.reference_token_logps(*inputs))
         else:
-            ref_chosen = ref_rejected = mask.new_zeros(P, dtype=torch.float32)
+            ref_chosen = ref_rejected = mask.new_zeros(len(pairs), dtype=torch.float32)
 
         def loss_of(token_logps: Tensor):
             return self.objective(*sequence_logps(token_logps), ref_chosen, ref_rejected)
@@ -93,4 +113,4 @@ class PairwiseModule(PolicyModule):
             oracle(p, c) > oracle(p, r)
             for p, c, r in zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist())
         ]
-        return torch.tensor(sum(agree) / len(agree))
+        return torch.tensor(sum(agree) / len(agree) if agree else float("nan"))

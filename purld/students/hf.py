@@ -115,6 +115,7 @@ class LoRAStudent(HFStudent):
         self.lora_kwargs = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules)
 
     def wrap(self, model: PreTrainedModel) -> PreTrainedModel:
+        quiet_bitsandbytes()
         from peft import LoraConfig, get_peft_model
 
         target = self.lora_kwargs["target_modules"]
@@ -130,6 +131,15 @@ class LoRAStudent(HFStudent):
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
         """Fold the warm start's adapters into the base weights and start PU-RLD with fresh adapters."""
         return self.wrap(model.merge_and_unload())
+
+
+def quiet_bitsandbytes() -> None:
+    """peft imports bitsandbytes where it is installed, even for LoRA without 4-bit, and on a CPU with AVX-512
+    bitsandbytes then warns that it could not fetch an optional kernel from the Hugging Face hub (the `kernels`
+    package), before falling back to its own: nothing a LoRA user (or an offline one) can act on."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def has_adapters(model: PreTrainedModel) -> bool:
@@ -177,6 +187,7 @@ class QLoRAStudent(LoRAStudent):
         self.quant_type, self.compute_dtype, self.double_quant = quant_type, compute_dtype, double_quant
 
     def load_model(self, weights_directory: str | None = None) -> PreTrainedModel:
+        quiet_bitsandbytes()
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:

@@ -63,6 +63,7 @@ class Teacher(ABC):
         return {"teacher": self.identity(), "messages": self.messages(example)}
 
     on_error: str = "raise"  # or "skip": failed prompts are yielded as TeacherFailure and left out
+    calls_a_model: bool = True  # False for `reference`: its answers are counted apart from teacher calls
 
     @abstractmethod
     def answer(self, examples: Sequence[Example]) -> Iterator[tuple[Example, AnchorAnswer | TeacherFailure]]:

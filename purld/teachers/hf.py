@@ -40,7 +40,12 @@ class HFTeacher(Teacher):
         self.dtype, self.device, self.use_chat_template = dtype, device, use_chat_template
 
     def identity(self) -> dict[str, Any]:
-        return {"model": self.model_name_or_path, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
+        # Everything that changes an answer: the weights' dtype rounds differently, and the chat template decides
+        # what the model reads. (batch_size and device do not, up to the matmuls' rounding.)
+        return {
+            "model": self.model_name_or_path, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+            "dtype": self.dtype, "use_chat_template": self.use_chat_template,
+        }
 
     def messages(self, example: Example) -> list[dict[str, str]]:
         return templated_messages(example, self.system_prompt, self.prompt_template)

@@ -11,6 +11,7 @@ from purld.types import Example
 
 class ReferenceTeacher(Teacher):
     name = "reference"
+    calls_a_model = False
 
     def identity(self) -> dict[str, Any]:
         return {"model": "reference"}

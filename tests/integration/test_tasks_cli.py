@@ -32,4 +32,4 @@ def test_a_task_option_from_the_users_config_directory(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["choices"]["task"] == "my_sums" and summary["global_step"] == 2
     assert summary["task"] == {"train_examples": 32, "heldout_examples": 8, "bad_lines_skipped": 0}
-    assert summary["teacher_calls"] == 40 and "accuracy" in summary["eval"]["after"]
+    assert summary["reference_answers"] == 40 and "accuracy" in summary["eval"]["after"]

@@ -61,10 +61,10 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
     # Gradients were synchronised: the ranks end with the same weights.
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     # The teacher was asked once per prompt in all: by rank 0; rank 1 only read the cache.
-    assert [r["teacher_calls"] for r in ranks] == [ASKED, 0]
+    assert [r["reference_answers"] for r in ranks] == [ASKED, 0]
     assert cache_rows(cache) == ASKED
     summary = json.loads((run_dir / "summary.json").read_text())  # written once, by rank 0
-    assert summary["world_size"] == 2 and summary["global_step"] == 3 and summary["teacher_calls"] == ASKED
+    assert summary["world_size"] == 2 and summary["global_step"] == 3 and summary["reference_answers"] == ASKED
     assert (run_dir / "student" / "config.json").exists()
     assert not list(run_dir.glob(".pl_hydra*")) and [p.name for p in run_dir.glob("**/.hydra")] == [".hydra"]
 
@@ -91,7 +91,7 @@ def test_sweep_of_losses_rankers_and_seeds_writes_one_summary_per_job(tmp_path):
     assert {(s["choices"]["loss"], s["choices"]["ranker"], s["choices"]["seed"]) for s in summaries} == {
         (loss, ranker, seed) for loss in ("dpo", "grpo", "ldl") for ranker in ("likelihood", "lexical") for seed in (0, 1)
     }
-    assert sum(s["teacher_calls"] for s in summaries) == 64 + 4  # the first job paid; the others read the cache
+    assert sum(s["reference_answers"] for s in summaries) == 64 + 4  # the first job paid; the others read the cache
 
 
 def test_parallel_joblib_jobs_never_ask_the_teacher_twice(tmp_path):
@@ -99,7 +99,7 @@ def test_parallel_joblib_jobs_never_ask_the_teacher_twice(tmp_path):
     run("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *SMALL,
         "trainer.max_steps=1", f"anchors.cache_path={cache}", f"hydra.sweep.dir={sweep}")
     summaries = [json.loads((sweep / str(job) / "summary.json").read_text()) for job in (0, 1)]
-    assert sorted(s["teacher_calls"] for s in summaries) == [0, ASKED]  # no duplicate call, no lost answer
+    assert sorted(s["reference_answers"] for s in summaries) == [0, ASKED]  # no duplicate call, no lost answer
     assert cache_rows(cache) == ASKED
 
 
@@ -183,18 +183,37 @@ def test_sigkill_then_resume_ends_as_if_it_never_died(tmp_path):
     assert "wandb sync" in result.stdout
 
 
-def test_resume_refuses_a_changed_experiment_and_a_missing_run(tmp_path):
+def test_resume_refuses_a_changed_experiment_and_a_missing_run_but_not_its_own_command_line(tmp_path):
     result = run("train", f"resume={tmp_path / 'nowhere'}", check=False)
     assert result.returncode == 2 and "not a purld-train run directory" in result.stderr
     run_dir = tmp_path / "run"
     run("train", *SMALL, "trainer.max_steps=1", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}")
     result = run("train", f"resume={run_dir}", "loss=dpo", check=False)
-    assert result.returncode == 2 and "remove loss=dpo" in result.stderr
+    assert result.returncode == 2 and "loss=dpo changes it: remove it" in result.stderr
+    other_k = [o if not o.startswith("rollout.num_candidates=") else "rollout.num_candidates=4" for o in SMALL]
+    result = run("train", f"resume={run_dir}", *other_k, check=False)
+    assert result.returncode == 2 and "rollout.num_candidates=4 changes it" in result.stderr
     # Longer training is allowed: the finished run continues to the new step count.
     run("train", f"resume={run_dir / 'checkpoints' / 'purld' / 'last.ckpt'}", "trainer.max_steps=2")
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 2
+    # The command line the run was started with, resume= added, is the same run: nothing to refuse.
+    run("train", *SMALL, "trainer.max_steps=3", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}",
+        f"resume={run_dir}")
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 3
 
 
 def test_bad_checkpointing_interval_is_named(tmp_path):  # the other bad values: tests/unit/test_config.py
     result = run("train", *SMALL, "checkpointing.every_n_steps=x", f"hydra.run.dir={tmp_path}", check=False)
     assert result.returncode == 2 and "checkpointing.every_n_steps" in result.stderr
+
+
+def test_a_run_that_keeps_no_checkpoints_deletes_them_and_refuses_a_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    run("train", *SMALL, "trainer.max_steps=1", "checkpointing.keep_when_done=false", f"anchors.cache_path={tmp_path / 'a.sqlite'}",
+        f"hydra.run.dir={run_dir}")
+    assert (run_dir / "student" / "config.json").exists() and (run_dir / "summary.json").exists()
+    assert not (run_dir / "checkpoints").exists()
+    result = run("train", f"resume={run_dir}", "trainer.max_steps=2", check=False)
+    assert result.returncode == 2 and "checkpoints were deleted (checkpointing.keep_when_done=false)" in result.stderr
+    result = run("train", *SMALL, "checkpointing.keep_when_done=maybe", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    assert result.returncode == 2 and "checkpointing.keep_when_done='maybe' is invalid" in result.stderr

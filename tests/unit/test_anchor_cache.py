@@ -10,7 +10,10 @@ from purld.types import Example
 
 
 class CountingTeacher(ReferenceTeacher):
-    """The reference teacher, counting calls, optionally failing after `fail_after` answers."""
+    """The reference teacher standing in for one that calls a model, counting calls, optionally failing after
+    `fail_after` answers."""
+
+    calls_a_model = True
 
     def __init__(self, fail_after=None):
         self.calls, self.fail_after = 0, fail_after
@@ -91,3 +94,8 @@ def test_cache_pickles_without_its_connection(tmp_path):
     cache = AnchorCache(tmp_path / "a.sqlite")
     cache.fill(CountingTeacher(), EXAMPLES, progress=False)
     assert len(pickle.loads(pickle.dumps(cache))) == 6
+
+
+def test_reference_answers_are_not_counted_as_teacher_calls(tmp_path):
+    stats = AnchorCache(tmp_path / "a.sqlite").fill(ReferenceTeacher(), EXAMPLES, progress=False)
+    assert (stats.teacher_calls, stats.reference_answers) == (0, len(EXAMPLES))

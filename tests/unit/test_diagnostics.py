@@ -30,3 +30,39 @@ def test_top1_and_mass():
     correct = torch.tensor([[False, True], [False, True]])
     assert top1_oracle_accuracy(scores, correct).item() == 0.5
     assert mass_on_correct(torch.tensor([[0.25, 0.75], [0.5, 0.5]]), correct).item() == pytest.approx(0.625)
+
+
+def test_means_over_steps_count_only_the_steps_where_a_figure_was_defined(tmp_path):
+    """Kendall τ is NaN on a step where no group mixes right and wrong: that step must not enter the mean, nor
+    repeat the previous step's value."""
+    from purld.cli.compare import read_curves
+    from purld.modules.base import StepMeans
+
+    means = StepMeans()
+    for tau in (0.5, float("nan"), float("nan"), 0.1):
+        means.add({"rank/kendall_tau": torch.tensor(tau), "train/loss": 1.0})
+    assert means.summary("rank/") == {"rank/kendall_tau": {"mean": pytest.approx(0.3), "steps_defined": 2, "steps": 4}}
+    assert StepMeans().summary() == {}
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("step,rank/kendall_tau\n0,0.5\n1,nan\n2,\n3,0.1\n")
+    assert read_curves(csv, ("rank/kendall_tau",))["rank/kendall_tau"] == [(0, 0.5), (3, 0.1)]
+
+
+def test_oracle_diagnostics_log_the_same_keys_every_step(task, make_batch, tmp_path, student):
+    """Under DDP, ranks that log different keys issue different numbers of all-reduces: a hang."""
+    from purld.anchors import AnchorCache
+    from purld.data import AnchorDataModule
+    from purld.ranking import LexicalRanker
+    from purld.rollout.sampler import candidates_from_texts
+    from purld.teachers import ReferenceTeacher
+
+    _, tokenizer = student
+    dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(tmp_path / "c.sqlite"), LexicalRanker(), tokenizer)
+    batch = make_batch(task, tmp_path, size=2)
+    all_wrong = candidates_from_texts(tokenizer, [["no", "answer"], ["none", "here"]], "cpu")  # oracle 0 for all: tied
+    mixed = candidates_from_texts(tokenizer, [[batch.anchors[0], "ans=2"], ["ans=3", batch.anchors[1]]], "cpu")
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    undefined = dm.oracle_diagnostics(batch, all_wrong, scores, torch.full((2, 2), 0.5))
+    defined = dm.oracle_diagnostics(batch, mixed, scores, torch.full((2, 2), 0.5))
+    assert set(undefined) == set(defined)
+    assert math.isnan(undefined["rank/kendall_tau"]) and defined["rank/kendall_tau"] == 1.0

@@ -117,3 +117,16 @@ def test_reference_needs_a_copy_or_adapters(student, task, make_batch, tmp_path)
     reference = copy.deepcopy(model)
     PolicyModule(model, tokenizer, objective=None, optimizer=None, reference_model=reference)
     assert not any(p.requires_grad for p in reference.parameters())
+
+
+def test_lora_without_4bit_prints_no_bitsandbytes_warning(tmp_path):
+    """peft imports bitsandbytes; on an AVX-512 CPU it warned about a `kernels` package from the hub."""
+    import subprocess
+    import sys
+
+    directory = save_tiny(tmp_path, "llama")
+    code = f"from purld.students import LoRAStudent; LoRAStudent({str(directory)!r}, r=2).load()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "kernels" not in result.stderr and "bitsandbytes" not in result.stderr, result.stderr

@@ -105,3 +105,41 @@ def test_bad_micro_batch_size_names_the_key(student, bad):
     model, tokenizer = student
     with pytest.raises(ValueError, match="data.micro_batch_size"):
         module_for(SFTObjective(), model=model, tokenizer=tokenizer, optimizer=None, micro_batch_size=bad)
+
+
+@pytest.mark.parametrize("micro_batch_size", [None, K])
+def test_dpo_all_ordered_reads_each_distinct_sequence_once(setup, micro_batch_size):
+    """K = 3, all_ordered: 3 pairs a prompt over 3 distinct sequences, so 3 rows a prompt instead of 6; the loss
+    is the one computed pair by pair."""
+    from purld.modules.pairwise import candidate_pool
+    from purld.preferences import AllOrdered
+    from purld.rollout import completion_token_logps
+
+    model, tokenizer, reference, sampler, batch, rollout, scores = setup
+    objective = DPOObjective(beta=0.1, preferences=AllOrdered(margin=0.0))
+    module = module_for(objective, model=model, tokenizer=tokenizer, optimizer=None, sampler=sampler, reference_model=reference,
+                        micro_batch_size=micro_batch_size)
+    pairs = objective.preferences(scores)
+    assert len(pairs) == 3 * len(batch)
+    rows_read: list[int] = []
+    policy_token_logps = module.policy_token_logps
+    module.policy_token_logps = lambda *inputs, **kwargs: (rows_read.append(inputs[2].shape[0]), policy_token_logps(*inputs, **kwargs))[1]
+    out = module.dpo_step(batch, rollout, pairs)
+    assert sum(rows_read) == len(batch) * K
+
+    pool_ids, pool_mask = candidate_pool(batch, rollout, tokenizer.pad_token_id)
+
+    def logp(net, prompt: int, index: int):
+        mask = pool_mask[prompt, index][None]
+        token_logps = completion_token_logps(net, batch.prompt_ids[prompt : prompt + 1], batch.prompt_mask[prompt : prompt + 1],
+                                             pool_ids[prompt, index][None], mask)
+        return (token_logps * mask).sum()
+
+    triples = list(zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist()))
+    with torch.no_grad():
+        policy_chosen, policy_rejected, ref_chosen, ref_rejected = (
+            torch.stack([logp(net, p, c if side == "chosen" else r) for p, c, r in triples])
+            for net in (model, reference) for side in ("chosen", "rejected")
+        )
+        expected = objective(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    assert torch.allclose(out.loss, expected.loss, atol=1e-5)

@@ -52,9 +52,23 @@ def test_smaller_temperature_concentrates_q():
     assert sharp[0, 0] > 0.85 > flat[0, 0]
 
 
-def test_scale_rewards_none_keeps_raw_centred_rewards():
-    targets = group_targets(torch.tensor([[0.0, 0.0, 0.0, 0.0]]), temperature=1.0, scale_rewards="none")
-    assert torch.allclose(targets.advantages, torch.zeros(1, 4))
+def test_scale_rewards_by_hand():
+    """s = ((0, ln 3), (ln 3, ln 3)), τ = 1 ⇒ q = ((¼, ¾), (½, ½)), centred ((−¼, ¼), (0, 0)).
+    none: as centred. group: row 0's std = ½/√2 ⇒ ±0.70711; row 1's is 0 ⇒ 0. batch: std of (¼, ¾, ½, ½) =
+    √(0.125 / 3) = 0.204124 ⇒ ±1.224745. A rank's other rewards (½, ½) under DDP: std of the six = √(0.125 / 5)
+    = 0.158114 ⇒ ±1.581139."""
+    ln3 = torch.log(torch.tensor(3.0)).item()
+    scores = torch.tensor([[0.0, ln3], [ln3, ln3]])
+
+    def advantages(scale, **kwargs):
+        return group_targets(scores, 1.0, scale, **kwargs).advantages.tolist()
+
+    assert advantages("none") == [pytest.approx([-0.25, 0.25]), pytest.approx([0.0, 0.0])]
+    assert advantages("group") == [pytest.approx([-0.70711, 0.70711], abs=1e-3), pytest.approx([0.0, 0.0])]
+    assert advantages("batch") == [pytest.approx([-1.224745, 1.224745], abs=1e-3), pytest.approx([0.0, 0.0])]
+    other_rank = torch.tensor([[0.5, 0.5]])
+    gathered = advantages("batch", gather=lambda rewards: torch.cat([rewards, other_rank]))
+    assert gathered == [pytest.approx([-1.581139, 1.581139], abs=1e-3), pytest.approx([0.0, 0.0])]
 
 
 def test_unknown_scale_rewards():
