@@ -3,9 +3,15 @@
 Exactly one successful call per prompt the cache lacks: requests run
 concurrently (at most `max_concurrency` in flight) in a background event loop
 and each answer is handed to the cache as soon as it arrives. Retries with
-exponential backoff and jitter on rate limits, 5xx, timeouts, connection
-errors and malformed responses (litellm's own and the OpenAI SDK's retries are
-off, so `num_retries` means what it says). After the retries:
+exponential backoff and jitter on rate limits, 5xx, connection errors and
+malformed responses (litellm's own and the OpenAI SDK's retries are off, so
+`num_retries` means what it says). A timeout is not retried unless
+`retry_on_timeout`: an on-premise server (`transformers serve`, a CPU box)
+keeps computing a request whose client gave up, so a retry queues the same
+work a second time. Measured with `transformers serve` on SmolLM2-135M, 2 CPU
+cores: a 200-token answer took 61 s; a request abandoned by its client after
+1 s was still computed, and the next 8-token request waited 78 s behind it.
+The default `timeout` (600 s, the OpenAI SDK's) fits such a server's queue. After the retries:
 `on_error=raise` stops new requests, lets those in flight finish (their answers
 are kept) and raises naming the prompt; `on_error=skip` leaves the prompt out
 and counts it.
@@ -68,7 +74,8 @@ class LiteLLMTeacher(Teacher):
         generation_params: dict[str, Any] | None = None,
         max_concurrency: int = 8,
         num_retries: int = 3,
-        timeout: float = 60.0,
+        timeout: float = 600.0,
+        retry_on_timeout: bool = False,
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 20.0,
         on_error: str = "raise",
@@ -88,6 +95,7 @@ class LiteLLMTeacher(Teacher):
         self.temperature, self.max_tokens = temperature, max_tokens
         self.generation_params = dict(generation_params or {})
         self.max_concurrency, self.num_retries, self.timeout = max_concurrency, num_retries, timeout
+        self.retry_on_timeout = retry_on_timeout
         self.retry_backoff, self.retry_backoff_max = retry_backoff, retry_backoff_max
         self.on_error = on_error
         self.input_cost_per_token, self.output_cost_per_token = input_cost_per_token, output_cost_per_token
@@ -150,6 +158,11 @@ class LiteLLMTeacher(Teacher):
                 text = response.choices[0].message.content
                 if not text or not text.strip():
                     raise ValueError("the teacher returned an empty answer")
+            except litellm.Timeout as error:
+                if not self.retry_on_timeout:
+                    raise TeacherError(self._timeout_message(example, attempt + 1)) from None
+                last_error = error
+                continue
             except (*retryable, ValueError, KeyError, IndexError, AttributeError) as error:
                 last_error = error
                 continue
@@ -165,6 +178,14 @@ class LiteLLMTeacher(Teacher):
                 cost_usd=self._cost(litellm, response, prompt_tokens, completion_tokens),
             )
         raise TeacherError(self._failure_message(example, self.num_retries + 1, last_error))
+
+    def _timeout_message(self, example: Example, attempts: int) -> str:
+        return (
+            f"teacher={self.model}: prompt {example.prompt_id!r} timed out after {self.timeout:g} s (attempt {attempts}; "
+            "a timeout is not retried, since the server may still be computing it). A server that answers one "
+            f"request at a time queues the others: raise teacher.timeout (now {self.timeout:g}) or lower "
+            f"teacher.max_concurrency (now {self.max_concurrency}); teacher.retry_on_timeout=true retries anyway"
+        )
 
     def _failure_message(self, example: Example, attempts: int, error: BaseException | None) -> str:
         detail = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}" if error else "unknown error"

@@ -53,7 +53,7 @@ def test_one_call_per_prompt_bounded_concurrency_and_zero_calls_on_rerun(server,
 
 def test_faults_are_retried_until_one_success(server, tmp_path):
     prompts = examples("a FAIL429x2", "b FAIL500x2", "c BADJSONx1", "d SLOWx1", "e fine")
-    teacher = teacher_for(server, timeout=0.5)
+    teacher = teacher_for(server, timeout=0.5, retry_on_timeout=True)
     stats = AnchorCache(tmp_path / "a.sqlite").fill(teacher, prompts, progress=False)
     assert stats.teacher_calls == 5
     assert [server.successes[p.prompt] for p in prompts] == [1, 1, 1, 1, 1]
@@ -133,3 +133,16 @@ def test_invalid_settings_name_the_key():
         LiteLLMTeacher(model="openai/x", on_error="retry")
     with pytest.raises(ValueError, match="must contain"):
         LiteLLMTeacher(model="openai/x", prompt_template="no placeholder")
+
+
+def test_a_timeout_is_not_retried_and_names_the_settings_that_fix_it(server, tmp_path):
+    """A server still computing the timed-out request would get the same work again from a retry."""
+    cache = AnchorCache(tmp_path / "a.sqlite")
+    teacher = teacher_for(server, timeout=0.5, max_concurrency=1)
+    with pytest.raises(TeacherError) as raised:
+        cache.fill(teacher, examples("fine first", "b SLOWx1"), progress=False)
+    assert server.requests["b SLOWx1"] == 1
+    message = str(raised.value)
+    assert "'p1' timed out after 0.5 s" in message
+    assert "teacher.timeout (now 0.5)" in message and "teacher.max_concurrency (now 1)" in message
+    assert cache.fill(teacher, examples("fine first"), progress=False).cache_hits == 1  # the answer before it is kept
