@@ -235,9 +235,16 @@ class PolicyModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        means = self._validation.means()
-        self._validation = EvalAccumulator()
-        self.log_dict({f"eval/{name}": value for name, value in means.items()}, on_step=False, on_epoch=True, sync_dist=True)
+        """The means over the whole held-out set: each rank evaluated its share, so sums and counts are pooled."""
+        values, self._validation = self._validation.values, EvalAccumulator()
+        names = sorted(values)
+        if self.trainer.world_size > 1:  # every rank logs the same names (the same task and judge)
+            totals = torch.tensor([[sum(values[n]), len(values[n])] for n in names], dtype=torch.float64, device=self.device)
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        else:
+            totals = [[sum(values[n]), len(values[n])] for n in names]
+        means = {f"eval/{name}": total / count for name, (total, count) in zip(names, totals) if count}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)  # equal on every rank already
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -45,6 +45,7 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
         "data.micro_batch_size=5",  # gradients computed pass by pass must still be all-reduced
         *SMALL,
         "trainer.max_steps=3",
+        "eval.every_n_steps=2",  # validation: each rank evaluates its share of the held-out prompts, pooled
         f"anchors.cache_path={cache}",
         f"hydra.run.dir={run_dir}",
     )
@@ -66,6 +67,7 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
     summary = json.loads((run_dir / "summary.json").read_text())  # written once, by rank 0
     assert summary["world_size"] == 2 and summary["global_step"] == 3 and summary["reference_answers"] == ASKED
     assert (run_dir / "student" / "config.json").exists()
+    assert "eval/accuracy" in (run_dir / "logs" / "purld" / "metrics.csv").read_text()
     assert not list(run_dir.glob(".pl_hydra*")) and [p.name for p in run_dir.glob("**/.hydra")] == [".hydra"]
 
 
