@@ -16,7 +16,7 @@ config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=768, intermediate_si
 Qwen2ForCausalLM(config).save_pretrained("outputs/gpu_check/model")
 tokenizer.save_pretrained("outputs/gpu_check/model")
 PY
-COMMON=(student.model_name_or_path=outputs/gpu_check/model trainer=gpu anchors.cache_path=outputs/gpu_check/anchors.sqlite
+COMMON=(~experiment student.model_name_or_path=outputs/gpu_check/model trainer=gpu anchors.cache_path=outputs/gpu_check/anchors.sqlite
         warmstart.sft_steps=50 trainer.max_steps=20 eval.num_prompts=128 logger=csv)
 /usr/bin/time -v purld-train student=qlora "${COMMON[@]}" hydra.run.dir=outputs/gpu_check/qlora 2>&1 | tail -25
 /usr/bin/time -v purld-train student=hf student.dtype=bfloat16 "${COMMON[@]}" hydra.run.dir=outputs/gpu_check/grpo 2>&1 | tail -25

@@ -116,7 +116,24 @@ def check_config(cfg: DictConfig) -> None:
             "set ranker.baseline=true to run it as an upper-bound baseline"
         )
 
+    check_quickstart_student(cfg)
     check_launch(cfg)
+
+
+def check_quickstart_student(cfg: DictConfig) -> None:
+    """The default preset (`experiment=quickstart`) is calibrated for the random-init tiny student (a 500-step
+    warm start at lr 3e-3): refuse to warm-start any other student with it rather than silently. (A run that
+    turns the warm start off, as scripts/evidence.py's rows over a saved tiny student do, keeps the preset.)"""
+    if group_choice("experiment") != "quickstart" or "TinyLlamaStudent" in str(_get(cfg, "student._target_") or ""):
+        return
+    if not _get(cfg, "warmstart.sft_steps"):
+        return
+    raise ConfigError(
+        f"experiment=quickstart (the default) is calibrated for student=tiny (a {_get(cfg, 'warmstart.sft_steps')}-step "
+        f"warm start at lr {_get(cfg, 'warmstart.optimizer.lr')}), not for student={group_choice('student')}: choose a preset "
+        "for that student (experiment=smollm2, experiment=smollm2_lora) or add ~experiment (no preset) to start from "
+        "conf/config.yaml's defaults (no warm start) and set your own"
+    )
 
 
 def check_launch(cfg: DictConfig) -> None:

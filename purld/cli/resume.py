@@ -53,8 +53,8 @@ def changes_the_run(override: str, cfg: DictConfig, saved: DictConfig, saved_cho
     same command line with `resume=` added changes nothing. A group override (`loss=dpo`) is compared with the
     run's group choice, any other key with the run's saved value."""
     key = override.lstrip("+~").split("=", 1)[0]
-    if key in saved_choices:
-        return override.startswith("~") or str(saved_choices[key]) != override.split("=", 1)[1]
+    if key in saved_choices:  # `~group` removes the group: its choice is then None
+        return str(saved_choices[key]) != str(None if override.startswith("~") else override.split("=", 1)[1])
     as_container = lambda node: OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node  # noqa: E731
     return as_container(OmegaConf.select(cfg, key)) != as_container(OmegaConf.select(saved, key))
 

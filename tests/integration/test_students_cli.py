@@ -11,7 +11,7 @@ from tests.integration.test_cli import SMALL_RUN, run
 from tests.unit.test_hf_students import save_tiny
 
 ARITHMETIC = ["task.num_train=64", "task.num_heldout=16"]
-FROM_PATH = [o for o in SMALL_RUN if not o.startswith("student.")]
+FROM_PATH = ["~experiment", *(o for o in SMALL_RUN if not o.startswith("student."))]  # the quickstart is for student=tiny
 
 
 @pytest.mark.parametrize(("architecture", "loss", "rollout"), [("llama", "grpo", "default"), ("qwen2", "dpo", "static"), ("gpt2", "ldl", "default")])
@@ -89,3 +89,12 @@ def test_qlora_trains_on_cpu(tmp_path, monkeypatch):
     evaluated = tmp_path / "eval"  # the adapters load onto their base for evaluation
     run("eval", *FROM_PATH, *ARITHMETIC, f"checkpoint={run_dir}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={evaluated}")
     assert "accuracy" in json.loads((evaluated / "eval.json").read_text())["eval"]
+
+
+def test_the_quickstart_does_not_silently_warm_start_another_student(tmp_path):
+    """experiment=quickstart (the default) is a random-init model's: 500 SFT steps at lr 3e-3."""
+    directory = save_tiny(tmp_path / "llama", "llama")
+    result = run("train", "student=hf", f"student.model_name_or_path={directory}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "experiment=quickstart (the default) is calibrated for student=tiny (a 500-step warm start at lr 0.003)" in result.stderr
+    assert "experiment=smollm2" in result.stderr and "~experiment" in result.stderr

@@ -141,3 +141,17 @@ def test_eval_judge_defaults_to_the_ranker_and_can_be_fixed(tmp_path):
     assert isinstance(parts.ranker, LikelihoodRanker) and isinstance(parts.judge, LexicalRanker)
     with pytest.raises(ConfigError, match="eval.judge"):
         build_components(compose_with(cache, "eval.judge={_target_:purld.ranking.NoSuchRanker}"))
+
+
+def test_a_resume_refuses_only_the_overrides_that_change_the_run():
+    from purld.cli.resume import changes_the_run
+
+    saved = OmegaConf.create({"rollout": {"num_candidates": 3}, "student": {"r": 4}})
+    same = OmegaConf.create({"rollout": {"num_candidates": 3}, "student": {"r": 4}})
+    other = OmegaConf.create({"rollout": {"num_candidates": 4}, "student": {"r": 4}})
+    choices = OmegaConf.create({"loss": "grpo", "experiment": None})
+    assert not changes_the_run("rollout.num_candidates=3", same, saved, choices)
+    assert changes_the_run("rollout.num_candidates=4", other, saved, choices)
+    assert not changes_the_run("loss=grpo", same, saved, choices) and changes_the_run("loss=dpo", same, saved, choices)
+    assert not changes_the_run("~experiment", same, saved, choices)
+    assert changes_the_run("experiment=smollm2", same, saved, choices)
