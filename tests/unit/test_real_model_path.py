@@ -165,3 +165,16 @@ def test_evaluate_moves_the_model_to_the_device_it_is_given(student, task, tmp_p
     batch = make_batch(task, tmp_path, size=2)
     evaluate(spy, tokenizer, [batch], task, LexicalRanker(), max_new_tokens=4, device="cpu")
     assert moved_to == ["cpu"]
+
+
+def test_under_ddp_each_rank_validates_its_share_of_the_held_out_prompts(smollm2, tmp_path):
+    """Before: every rank ran the whole held-out set (world_size times the work, the same numbers)."""
+    _, tokenizer = smollm2
+    dm = datamodule(tokenizer, tmp_path)
+    shares = []
+    for rank in range(2):
+        dm.trainer = type("Trainer", (), {"global_rank": rank, "world_size": 2})()
+        shares.append([e.prompt_id for batch in dm.val_dataloader() for e in batch.examples])
+    everything = [example.prompt_id for example, _ in dm.heldout_items]
+    assert len(everything) == 4 and sorted(shares[0] + shares[1]) == sorted(everything)
+    assert not set(shares[0]) & set(shares[1])
