@@ -1,17 +1,23 @@
-"""Measure the embedded default: wall time and peak RSS of `purld-train`, and its held-out gain.
+"""Measure a preset end to end: wall time and peak RSS of `purld-train`, and its held-out gain.
 
     python scripts/bench_quickstart.py [--repeats 1] [--out outputs/bench/quickstart.json] [-- extra overrides]
+    python scripts/bench_quickstart.py --out outputs/bench/smollm2.json -- experiment=smollm2
+    python scripts/bench_quickstart.py --out outputs/bench/smollm2_lora.json -- experiment=smollm2_lora
+    python scripts/bench_quickstart.py --render outputs/bench/smollm2.json outputs/bench/smollm2_lora.json --readme README.md
 
-Runs `purld-train` (no arguments besides a run directory) as a user would, in a
+Runs `purld-train` (the given overrides besides a run directory) as a user would, in a
 subprocess, and reads the machine's CPU time from /proc/stat around it: CPU
 time used by other processes during the run is reported as `outside_load`
 (fraction of the machine's cores), so a run taken on a busy machine is visible
-as such. Targets (issue 2): ≤ 300 s wall and ≤ 3 GB peak RSS on 2 CPU cores.
+as such. Targets on 2 CPU cores: the quickstart ≤ 300 s wall and ≤ 3 GB peak
+RSS; `experiment=smollm2` ≤ 15 minutes. `--render` writes the real-student
+table README.md shows (between its `presets` markers) from the reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -21,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from evidence import write_readme
 
 
 def machine_busy_seconds() -> float:
@@ -39,6 +47,8 @@ def run_once(run_dir: Path, overrides: list[str]) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     own_cpu = (children.ru_utime - before_children.ru_utime) + (children.ru_stime - before_children.ru_stime)
     summary = json.loads((run_dir / "summary.json").read_text())
+    with (run_dir / "logs" / "purld" / "metrics.csv").open() as metrics:
+        step_seconds = [float(row["time/step"]) for row in csv.DictReader(metrics) if row.get("time/step")]
     return {
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(children.ru_maxrss / 1024, 1),  # the largest child so far (Linux: KiB)
@@ -48,15 +58,50 @@ def run_once(run_dir: Path, overrides: list[str]) -> dict:
         "accuracy_after": summary["eval"]["after"].get("accuracy"),
         "win_rate_before": summary["eval"]["before"].get("win_rate"),
         "win_rate_after": summary["eval"]["after"].get("win_rate"),
+        "length_before": summary["eval"]["before"].get("length"),
+        "length_after": summary["eval"]["after"].get("length"),
+        "steps": summary["global_step"],
+        "median_step_s": round(statistics.median(step_seconds), 2) if step_seconds else None,
+        "rank_means": summary.get("rank_means", {}),
     }
+
+
+PRESET_MARKERS = ("<!-- presets:start -->", "<!-- presets:end -->")
+
+
+def render(reports: list[dict]) -> str:
+    """The markdown table of the reports' median runs (one row each)."""
+    rows = [
+        "| command | PU-RLD steps | held-out accuracy before → after | win rate vs anchor | answer length (tokens) | "
+        "median step | wall | peak RSS | outside load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for report in reports:
+        run = sorted(report["runs"], key=lambda r: r["wall_s"])[len(report["runs"]) // 2]
+        rows.append(
+            f"| `{report['command']}` | {run['steps']} | {100 * run['accuracy_before']:.1f} % → {100 * run['accuracy_after']:.1f} % "
+            f"| {run['win_rate_before']:.3f} → {run['win_rate_after']:.3f} | {run['length_before']:.1f} → {run['length_after']:.1f} "
+            f"| {run['median_step_s']} s | {run['wall_s'] / 60:.1f} min | {run['peak_rss_mb'] / 1024:.1f} GB "
+            f"| {run['outside_load_cores']:.2f} cores |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/quickstart.json"))
+    parser.add_argument("--render", type=Path, nargs="+", default=None, help="print the table of these reports (runs nothing)")
+    parser.add_argument("--readme", type=Path, default=None, help="with --render: also write it into this README's presets block")
     parser.add_argument("overrides", nargs="*", help="extra purld-train overrides (after --)")
     args = parser.parse_args()
+    if args.render:
+        table = render([json.loads(path.read_text()) for path in args.render])
+        print(table)
+        if args.readme:
+            command = "python scripts/bench_quickstart.py --render " + " ".join(str(path) for path in args.render)
+            write_readme(args.readme, table, command, PRESET_MARKERS)
+        return
     runs = []
     for repeat in range(args.repeats):
         run = run_once(args.out.with_suffix("") / f"run{repeat}", args.overrides)  # one folder per --out

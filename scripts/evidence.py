@@ -276,9 +276,9 @@ def plot_curves(entries: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def write_readme(readme: Path, table: str, command: str) -> None:
+def write_readme(readme: Path, table: str, command: str, markers: tuple[str, str] = README_MARKERS) -> None:
     text = readme.read_text()
-    start, end = README_MARKERS
+    start, end = markers
     if start not in text or end not in text:
         raise SystemExit(f"{readme}: no {start} … {end} block to replace")
     before, rest = text.split(start, 1)

@@ -1,0 +1,26 @@
+"""README's generated blocks are what their scripts render from the committed JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_quickstart import PRESET_MARKERS, render  # noqa: E402
+
+PRESET_REPORTS = ("outputs/bench/smollm2.json", "outputs/bench/smollm2_lora.json")
+
+
+def block(text: str, markers: tuple[str, str]) -> str:
+    start, end = markers
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_the_real_student_table_is_rendered_from_its_reports():
+    table = render([json.loads((ROOT / path).read_text()) for path in PRESET_REPORTS])
+    written = block((ROOT / "README.md").read_text(), PRESET_MARKERS)
+    assert table in written
+    assert " ".join(PRESET_REPORTS) in written  # the command that regenerates it
