@@ -116,13 +116,12 @@ def check_config(cfg: DictConfig) -> None:
             "set ranker.baseline=true to run it as an upper-bound baseline"
         )
 
-    check_quickstart_student(cfg)
     check_launch(cfg)
 
 
 def check_quickstart_student(cfg: DictConfig) -> None:
-    """The default preset (`experiment=quickstart`) is calibrated for the random-init tiny student (a 500-step
-    warm start at lr 3e-3): refuse to warm-start any other student with it rather than silently. (A run that
+    """`purld-train`: the default preset (`experiment=quickstart`) is calibrated for the random-init tiny student (a
+    500-step warm start at lr 3e-3): refuse to warm-start any other student with it rather than silently. (A run that
     turns the warm start off, as scripts/evidence.py's rows over a saved tiny student do, keeps the preset.)"""
     if group_choice("experiment") != "quickstart" or "TinyLlamaStudent" in str(_get(cfg, "student._target_") or ""):
         return

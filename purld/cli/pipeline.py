@@ -130,8 +130,11 @@ def wait_for_anchors(marker: Path, timeout_s: float = 3600.0) -> None:
         time.sleep(1.0)
 
 
-def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout")) -> AnchorDataModule:
-    """The datamodule for a built student (`tokenizer` decides chat-template rendering with the student's setting)."""
+def make_datamodule(
+    cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout"), num_train_prompts: int | None = None
+) -> AnchorDataModule:
+    """The datamodule for a built student (`tokenizer` decides chat-template rendering with the student's setting);
+    `num_train_prompts`: only the first N train prompts (and their anchors)."""
     return AnchorDataModule(
         task=parts.task,
         teacher=parts.teacher,
@@ -141,6 +144,7 @@ def make_datamodule(cfg: DictConfig, parts: Components, tokenizer, splits=("trai
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.eval.batch_size,
         num_eval_prompts=cfg.eval.num_prompts,
+        num_train_prompts=num_train_prompts,
         splits=splits,
         use_chat_template=parts.student.chat_template_enabled(tokenizer),
         seed=cfg.seed,

@@ -42,3 +42,29 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
         value = metrics[name]
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+
+
+def print_signal(report: dict[str, Any], path) -> None:
+    """purld-signal's table: one row per ranker, each figure with its bootstrap interval, best τ first."""
+
+    def cell(figure: dict[str, float]) -> str:
+        return f"{figure['mean']:.2f} [{figure['low']:.2f}, {figure['high']:.2f}]" if figure["n"] else "undefined"
+
+    level = round(100 * report["bootstrap"]["confidence"])
+    table = Table(title=f"ranking signal: {report['prompts']} prompts × {report['candidates_per_prompt']} samples, "
+                        f"mean [{level} % interval]")
+    for column in ("ranker", "Kendall τ", "prompts with τ", "top-1 accuracy", f"q mass on correct (τ {report['temperature']:g})", "s"):
+        table.add_column(column, justify="left" if column == "ranker" else "right")
+    for name, figures in sorted(report["rankers"].items(), key=lambda item: -_or_minus_inf(item[1]["kendall_tau"]["mean"])):
+        table.add_row(name, cell(figures["kendall_tau"]), str(figures["kendall_tau"]["n"]), cell(figures["top1_oracle_accuracy"]),
+                      cell(figures["q_mass_on_correct"]), f"{figures['seconds']:.0f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"chance (the samples' own oracle accuracy) {cell(report['chance'])} · teacher calls {report['teacher_calls']} · "
+        f"cache hits {report['cache_hits']} · rollout {report['seconds']['rollout']:.0f} s · {path}"
+    )
+
+
+def _or_minus_inf(value: float) -> float:
+    return float("-inf") if value != value else value

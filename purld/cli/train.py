@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from purld.cli.checks import check_config, reported_errors
+from purld.cli.checks import check_config, check_quickstart_student, reported_errors
 from purld.cli.resume import resumed_config
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -24,6 +24,7 @@ def run_and_finish(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("resume"):
         cfg = resumed_config(cfg)
     check_config(cfg)
+    check_quickstart_student(cfg)
     from purld.cli.loggers import finish_wandb
     from purld.cli.pipeline import train
 

@@ -38,6 +38,7 @@ class AnchorDataModule(L.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: int = 64,
         num_eval_prompts: int | None = None,
+        num_train_prompts: int | None = None,
         splits: tuple[str, ...] = ("train", "heldout"),
         use_chat_template: bool = False,
         progress: bool = True,
@@ -49,7 +50,7 @@ class AnchorDataModule(L.LightningDataModule):
         self.eval_ranker = eval_ranker or ranker  # the held-out win rate's judge (eval.judge); the training ranker by default
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_eval_prompts = num_eval_prompts
+        self.num_eval_prompts, self.num_train_prompts = num_eval_prompts, num_train_prompts
         self.splits = tuple(splits)
         self.use_chat_template = use_chat_template
         self.progress, self.seed = progress, seed
@@ -62,9 +63,8 @@ class AnchorDataModule(L.LightningDataModule):
         if split not in self.splits:
             return []
         examples = self.task.examples(split)
-        if split == "heldout" and self.num_eval_prompts is not None:
-            examples = examples[: self.num_eval_prompts]
-        return examples
+        limit = {"train": self.num_train_prompts, "heldout": self.num_eval_prompts}[split]
+        return examples if limit is None else examples[:limit]
 
     def prepare_data(self) -> None:
         if self.fill_stats is not None:  # a second fit in the same process: already filled

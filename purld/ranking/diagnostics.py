@@ -1,6 +1,6 @@
 """How good is the induced signal? Measured against the oracle, never trained on.
 
-All inputs (B, K); functions return scalars averaged over prompts.
+All inputs (B, K); the `*_per_prompt` functions return (B,), the others their means over prompts.
 """
 
 from __future__ import annotations
@@ -9,32 +9,45 @@ import torch
 from torch import Tensor
 
 
-def kendall_tau_b(scores: Tensor, oracle: Tensor) -> Tensor:
-    """Mean over prompts of Kendall's τ_b between ranker scores and oracle scores.
+def kendall_tau_b_per_prompt(scores: Tensor, oracle: Tensor) -> Tensor:
+    """(B,) Kendall's τ_b between ranker scores and oracle scores, per prompt.
 
     τ_b = (C − D) / sqrt((n0 − n_s)(n0 − n_o)), over the K(K−1)/2 pairs of a
-    prompt; n_s, n_o count pairs tied in scores / in oracle. Prompts where
-    either side is all ties have no τ and are left out; NaN if none is left.
+    prompt; n_s, n_o count pairs tied in scores / in oracle. NaN for a prompt
+    where either side is all ties (no τ is defined there).
     """
     sign_scores = torch.sign(scores[:, :, None] - scores[:, None, :])  # (B, K, K)
     sign_oracle = torch.sign(oracle[:, :, None] - oracle[:, None, :])
     upper = torch.triu(torch.ones_like(sign_scores[0], dtype=torch.bool), diagonal=1)
-    concordance = (sign_scores * sign_oracle)[:, upper].sum(-1)  # C − D
+    concordance = (sign_scores * sign_oracle)[:, upper].sum(-1).float()  # C − D
     untied_scores = (sign_scores != 0)[:, upper].sum(-1).float()
     untied_oracle = (sign_oracle != 0)[:, upper].sum(-1).float()
     denominator = torch.sqrt(untied_scores * untied_oracle)
-    valid = denominator > 0
-    if not valid.any():
-        return torch.tensor(float("nan"))
-    return (concordance[valid] / denominator[valid]).mean()
+    return torch.where(denominator > 0, concordance / denominator, torch.full_like(denominator, float("nan")))
+
+
+def kendall_tau_b(scores: Tensor, oracle: Tensor) -> Tensor:
+    """Mean over the prompts where τ_b is defined (`kendall_tau_b_per_prompt`); NaN if it is defined on none."""
+    taus = kendall_tau_b_per_prompt(scores, oracle)
+    defined = ~taus.isnan()
+    return taus[defined].mean() if defined.any() else torch.tensor(float("nan"))
+
+
+def top1_correct_per_prompt(scores: Tensor, oracle_correct: Tensor) -> Tensor:
+    """(B,) 1.0 where the top-scored candidate (the first, among tied ones) is oracle-correct."""
+    return oracle_correct.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1).float()
 
 
 def top1_oracle_accuracy(scores: Tensor, oracle_correct: Tensor) -> Tensor:
     """Fraction of prompts whose top-scored candidate is oracle-correct."""
-    top = scores.argmax(dim=1, keepdim=True)
-    return oracle_correct.gather(1, top).float().mean()
+    return top1_correct_per_prompt(scores, oracle_correct).mean()
+
+
+def mass_on_correct_per_prompt(label_distribution: Tensor, oracle_correct: Tensor) -> Tensor:
+    """(B,) Σ_k q_k·[y_k correct]: how much of a prompt's q sits on its correct candidates."""
+    return (label_distribution * oracle_correct.float()).sum(-1)
 
 
 def mass_on_correct(label_distribution: Tensor, oracle_correct: Tensor) -> Tensor:
-    """Mean over prompts of Σ_k q_k·[y_k correct]: how much of q sits on correct candidates."""
-    return (label_distribution * oracle_correct.float()).sum(-1).mean()
+    """Mean over prompts of Σ_k q_k·[y_k correct]."""
+    return mass_on_correct_per_prompt(label_distribution, oracle_correct).mean()
