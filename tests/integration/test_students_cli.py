@@ -67,7 +67,7 @@ def test_a_student_the_static_decoder_cannot_run_is_refused_before_the_anchors(t
 
 def test_a_model_directory_that_does_not_load_is_named(tmp_path):  # a missing path: tests/unit/test_config.py
     (tmp_path / "empty").mkdir()
-    result = run("train", "student=hf", f"student.model_name_or_path={tmp_path / 'empty'}", check=False)
+    result = run("train", "~experiment", "student=hf", f"student.model_name_or_path={tmp_path / 'empty'}", check=False)
     assert result.returncode == 2 and "student: could not load" in result.stderr and "Traceback" not in result.stderr
 
 
