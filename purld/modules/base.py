@@ -155,16 +155,23 @@ class PolicyModule(L.LightningModule):
             return self.datamodule.rank(batch, rollout, self.policy, model_is_sampler=False)
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
-        # sync_dist: under DDP every logged value is the mean over ranks.
-        self.step_means.add(metrics)
-        for name, value in metrics.items():
+        """Log a step's metrics. Under DDP each is the mean over the ranks where it is defined (NaN where it is
+        defined on none: a rank whose groups are all tied has no Kendall τ, and a plain mean would make the
+        global one NaN): one all-reduce for the whole key set, which every rank logs in full."""
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[name]) for name in names], dtype=torch.float64)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            values = mean_over_ranks(values, lambda totals: self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu())
+        synced = dict(zip(names, values.tolist()))
+        self.step_means.add(synced)
+        for name, value in synced.items():
             self.log(
                 self.metric_prefix + name,
-                float(value),
+                value,
                 on_step=True,
                 on_epoch=False,
                 batch_size=batch_size,
-                sync_dist=True,
+                sync_dist=False,  # reduced above
                 prog_bar=name in PROGRESS_BAR_METRICS,
             )
 
@@ -237,14 +244,12 @@ class PolicyModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """The means over the whole held-out set: each rank evaluated its share, so sums and counts are pooled."""
         values, self._validation = self._validation.values, EvalAccumulator()
-        names = sorted(values)
-        if self.trainer.world_size > 1:  # every rank logs the same names (the same task and judge)
-            totals = torch.tensor([[sum(values[n]), len(values[n])] for n in names], dtype=torch.float64, device=self.device)
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum").tolist()
-        else:
-            totals = [[sum(values[n]), len(values[n])] for n in names]
-        means = {f"eval/{name}": total / count for name, (total, count) in zip(names, totals) if count}
-        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)  # equal on every rank already
+        names = sorted(values)  # every rank has the same names (the same task and judge)
+        totals = torch.tensor([[sum(values[name]), len(values[name])] for name in names], dtype=torch.float64)
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+        means = {f"eval/{name}": total / count for name, (total, count) in zip(names, totals.tolist()) if count}
+        self.log_dict(means, on_step=False, on_epoch=True, sync_dist=False)  # pooled above
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -257,6 +262,14 @@ class PolicyModule(L.LightningModule):
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
         if "purld_rng" in checkpoint:
             _set_rng_states(checkpoint["purld_rng"])
+
+
+def mean_over_ranks(values: Tensor, reduce_sum: Callable[[Tensor], Tensor]) -> Tensor:
+    """(M,) values on this rank → (M,) their means over the ranks where each is defined (not NaN), NaN where it is
+    defined on none. `reduce_sum`: the all-reduce (sum) of an (M, 2) tensor of (sum, count) across the ranks."""
+    defined = ~values.isnan()
+    totals = reduce_sum(torch.stack([torch.where(defined, values, torch.zeros_like(values)), defined.to(values.dtype)], dim=1))
+    return torch.where(totals[:, 1] > 0, totals[:, 0] / totals[:, 1].clamp(min=1), torch.full_like(values, float("nan")))
 
 
 class StepMeans:

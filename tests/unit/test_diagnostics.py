@@ -66,3 +66,14 @@ def test_oracle_diagnostics_log_the_same_keys_every_step(task, make_batch, tmp_p
     defined = dm.oracle_diagnostics(batch, mixed, scores, torch.full((2, 2), 0.5))
     assert set(undefined) == set(defined)
     assert math.isnan(undefined["rank/kendall_tau"]) and defined["rank/kendall_tau"] == 1.0
+
+
+def test_under_ddp_a_step_metric_is_the_mean_over_the_ranks_where_it_is_defined():
+    """Before: each value was all-reduced as a plain mean, so one rank without a Kendall τ made the global one NaN."""
+    from purld.modules.base import mean_over_ranks
+
+    nan = float("nan")
+    this_rank = torch.tensor([0.5, nan, nan, 2.0], dtype=torch.float64)
+    other_rank = torch.tensor([[0.3, 1.0], [0.7, 1.0], [0.0, 0.0], [4.0, 1.0]], dtype=torch.float64)  # (sum, count): τ, τ, NaN, …
+    means = mean_over_ranks(this_rank, lambda totals: totals + other_rank).tolist()
+    assert means[0] == pytest.approx(0.4) and means[1] == pytest.approx(0.7) and means[2] != means[2] and means[3] == 3.0
