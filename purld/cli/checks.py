@@ -62,6 +62,7 @@ def check_config(cfg: DictConfig) -> None:
     ]
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
+    _require(cfg, "num_threads", lambda v: _is_int(v) and v >= 1, "integers ≥ 1, or null (torch's default)")
     _require(cfg, "rollout.num_candidates", lambda v: _is_int(v) and v >= 2, "integers ≥ 2 (K)")
     _require(cfg, "rollout.max_new_tokens", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "rollout.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")
@@ -116,6 +117,12 @@ def check_config(cfg: DictConfig) -> None:
             "set ranker.baseline=true to run it as an upper-bound baseline"
         )
 
+    # purld-signal's keys, last: some interpolate the keys above (data.batch_size, loss.preferences.temperature)
+    _require(cfg, "signal.num_prompts", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "signal.batch_size", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "signal.bootstrap_resamples", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
+    _require(cfg, "signal.confidence", lambda v: _is_number(v) and 0 < v < 1, "numbers in (0, 1)")
+    _require(cfg, "signal.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")
     check_launch(cfg)
 
 

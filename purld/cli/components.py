@@ -90,13 +90,27 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def set_threads(num_threads: int | None) -> None:
+    """`num_threads`: torch's intra-op CPU threads for this process (None: torch's default)."""
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
 def quiet_libraries() -> None:
     """Keep the console to what a user acts on.
 
     Lightning announces its devices at every fit (we fit twice), and warns that
     the frozen reference policy is in eval mode — which is the point of it.
+    sentence-transformers (`ranker=embedding`) logs how it loads at INFO; peft and
+    sentence-transformers import bitsandbytes, which warns about a hub kernel.
     """
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+    from purld.students.hf import quiet_bitsandbytes
+
+    quiet_bitsandbytes()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric",
+                 "sentence_transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -39,6 +39,7 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
 
     parts = build_components(cfg)
     quiet_libraries()
+    set_threads(cfg.num_threads)
     model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
     datamodule.prepare_data()

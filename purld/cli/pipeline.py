@@ -190,6 +190,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     clock, started = StageClock(), time.perf_counter()
     parts = build_components(cfg)  # raises ConfigError before any model is loaded
     quiet_libraries()
+    set_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = run_dir()
     is_rank_zero = rank_zero_only.rank == 0

@@ -10,7 +10,8 @@ The student samples `rollout.num_candidates` answers for each of the first `sign
 gives Kendall τ against the oracle, top-1 oracle accuracy and the mass of q = softmax(s / τ) on correct answers,
 each with a bootstrap interval over prompts (`purld.ranking.signal`), beside chance (the samples' own accuracy).
 The chosen `ranker` keeps its overrides (`ranker=self_judge ranker.judge_model=reference`); the others are their
-conf/ranker/*.yaml as written. Writes `<run dir>/signal.json`.
+conf/ranker/*.yaml as written. Writes `<run dir>/signal.json` (the table, and the first prompts' candidates
+with their oracle and ranker scores).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from purld.cli.train import CONFIG_DIR
 
 RANKER_DIR = Path(CONFIG_DIR) / "ranker"
 NOT_A_SIGNAL = ("oracle",)  # the yardstick itself
+EXAMPLES_SHOWN = 3  # prompts whose candidates and scores signal.json keeps
 
 
 def ranker_names(cfg: DictConfig) -> list[str]:
@@ -67,6 +69,8 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
 
     import torch
 
+    quiet_libraries()
+    set_threads(cfg.num_threads)
     parts = build_components(cfg)
     if not parts.task.has_oracle:
         raise ConfigError(f"purld-signal measures rankers against an oracle; task {parts.task.name!r} has none")
@@ -76,7 +80,6 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"signal.rankers: verifier needs a task that extracts final answers; task {parts.task.name!r} does not")
         names.remove("verifier")
     rankers = {name: build_group(ranker_config(cfg, name), "ranker") for name in names}
-    quiet_libraries()
     started = time.perf_counter()
     model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("train",), num_train_prompts=cfg.signal.num_prompts)
@@ -87,6 +90,7 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
 
     oracle, scores, seconds = [], {name: [] for name in rankers}, {"rollout": 0.0, **{name: 0.0 for name in rankers}}
+    shown = []  # the first prompts' candidates and scores, to read what the rankers saw
     items, size = datamodule.train_items, cfg.signal.batch_size
     for start in range(0, len(items), size):
         batch = datamodule.collate(items[start : start + size]).to(device)
@@ -98,6 +102,12 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
             tick = time.perf_counter()
             scores[name].append(ranker(batch, rollout, datamodule.ranking_context(model)).cpu())
             seconds[name] += time.perf_counter() - tick
+        for i in range(min(len(batch), EXAMPLES_SHOWN - len(shown))):
+            shown.append({
+                "prompt_id": batch.examples[i].prompt_id, "prompt": batch.examples[i].prompt, "anchor": batch.anchors[i],
+                "candidates": [{"text": text, "oracle": oracle[-1][i, k].item(), "scores": {n: scores[n][-1][i, k].item() for n in rankers}}
+                               for k, text in enumerate(rollout.texts[i])],
+            })
     oracle_scores = torch.cat(oracle)
     settings = {"num_resamples": cfg.signal.bootstrap_resamples, "confidence": cfg.signal.confidence, "seed": cfg.seed}
     report = {
@@ -116,6 +126,7 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
         "teacher_calls": datamodule.fill_stats.teacher_calls,
         "cache_hits": datamodule.fill_stats.cache_hits,
         "seconds": {"rollout": round(seconds["rollout"], 2), "total": round(time.perf_counter() - started, 2)},
+        "examples": shown,
     }
     path = run_dir() / "signal.json"
     write_json(path, report)

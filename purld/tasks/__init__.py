@@ -2,9 +2,10 @@
 
 from purld.tasks.arithmetic import ArithmeticTask
 from purld.tasks.base import Task
+from purld.tasks.constraints import ConstraintsTask
 from purld.tasks.gsm8k import GSM8KTask
 from purld.tasks.jsonl import JsonlTask
 from purld.tasks.sorting import SortTask
 from purld.tasks.word_problems import WordProblemsTask
 
-__all__ = ["ArithmeticTask", "GSM8KTask", "JsonlTask", "SortTask", "Task", "WordProblemsTask"]
+__all__ = ["ArithmeticTask", "ConstraintsTask", "GSM8KTask", "JsonlTask", "SortTask", "Task", "WordProblemsTask"]

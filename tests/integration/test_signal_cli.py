@@ -30,6 +30,8 @@ def test_signal_scores_the_real_students_samples_with_every_ranker_named(smollm2
         top1 = figures["top1_oracle_accuracy"]
         assert top1["n"] == 6 and top1["low"] <= top1["mean"] <= top1["high"]
     assert "ranking signal: 6 prompts × 3 samples" in result.stdout and "likelihood" in result.stdout
+    assert "kernels" not in result.stderr and len(report["examples"]) == 3
+    assert set(report["examples"][0]["candidates"][0]["scores"]) == set(report["rankers"])
     rerun = run("signal", *overrides, "signal.rankers=[random]", f"hydra.run.dir={tmp_path / 'again'}")
     assert json.loads((tmp_path / "again" / "signal.json").read_text())["cache_hits"] == 6, rerun.stdout
 
