@@ -33,7 +33,7 @@ def load_saved_student(checkpoint: str | Path):
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     # Imported once the config is checked (torch, Lightning, transformers): a bad config fails at once.
-    from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir
+    from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir, set_threads
     from purld.cli.pipeline import load_student, make_datamodule
     from purld.eval.evaluate import evaluate, evaluation_device
 

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import Components, build_components, key_choices, quiet_libraries, run_dir
+from purld.cli.components import Components, build_components, key_choices, quiet_libraries, run_dir, set_threads
 from purld.cli.loggers import without_secrets
 from purld.cli.report import print_before_after
 from purld.cli.resume import stage_checkpoint

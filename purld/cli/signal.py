@@ -17,7 +17,6 @@ with their oracle and ranker scores).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ def ranker_config(cfg: DictConfig, name: str) -> DictConfig:
 
 def signal_main(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
-    from purld.cli.components import build_components, build_group, key_choices, quiet_libraries, run_dir
+    from purld.cli.components import build_components, build_group, key_choices, quiet_libraries, run_dir, set_threads
     from purld.cli.eval import load_saved_student
     from purld.cli.pipeline import load_student, make_datamodule, write_json
     from purld.cli.report import print_signal

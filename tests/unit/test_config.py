@@ -158,3 +158,18 @@ def test_a_resume_refuses_only_the_overrides_that_change_the_run():
     assert not changes_the_run("loss=grpo", same, saved, choices) and changes_the_run("loss=dpo", same, saved, choices)
     assert not changes_the_run("~experiment", same, saved, choices)
     assert changes_the_run("experiment=smollm2", same, saved, choices)
+
+
+def test_num_threads_sets_torchs_cpu_threads():
+    import torch
+
+    from purld.cli.components import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)  # torch's default: left as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
