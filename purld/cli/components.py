@@ -63,7 +63,7 @@ def build_components(cfg: DictConfig) -> Components:
         anchor_cache=AnchorCache(cfg.anchors.cache_path),
         judge=build_group(cfg, "eval.judge") if cfg.eval.get("judge") else ranker,
     )
-    if type(components.ranker).__name__ == "VerifierRanker" and type(components.task).extract_answer is Task.extract_answer:
+    if type(components.ranker).__name__ == "VerifierRanker" and not components.task.extracts_answers:
         raise ConfigError(f"ranker=verifier needs a task that extracts final answers; task {components.task.name!r} does not")
     return components
 

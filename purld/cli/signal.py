@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from purld.cli.checks import ConfigError, check_config, group_choice, reported_errors
 from purld.cli.train import CONFIG_DIR
+
+if TYPE_CHECKING:  # torch is imported once the config is checked
+    from torch import Tensor
 
 RANKER_DIR = Path(CONFIG_DIR) / "ranker"
 NOT_A_SIGNAL = ("oracle",)  # the yardstick itself
@@ -64,7 +68,6 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     from purld.cli.report import print_signal
     from purld.eval.evaluate import evaluation_device
     from purld.ranking.signal import chance, signal_quality
-    from purld.tasks.base import Task
 
     import torch
 
@@ -74,7 +77,7 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     if not parts.task.has_oracle:
         raise ConfigError(f"purld-signal measures rankers against an oracle; task {parts.task.name!r} has none")
     names = ranker_names(cfg)
-    if "verifier" in names and type(parts.task).extract_answer is Task.extract_answer:
+    if "verifier" in names and not parts.task.extracts_answers:
         if cfg.signal.rankers is not None:
             raise ConfigError(f"signal.rankers: verifier needs a task that extracts final answers; task {parts.task.name!r} does not")
         names.remove("verifier")
@@ -84,53 +87,66 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("train",), num_train_prompts=cfg.signal.num_prompts)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    device = evaluation_device(cfg.trainer.get("accelerator"))
-    model.to(device)
+    model.to(evaluation_device(cfg.trainer.get("accelerator")))
     torch.manual_seed(cfg.seed)
+    scored = sample_and_score(datamodule, model, parts.sampler, rankers, cfg.signal.batch_size)
 
-    oracle, scores, seconds = [], {name: [] for name in rankers}, {"rollout": 0.0, **{name: 0.0 for name in rankers}}
-    shown = []  # the first prompts' candidates and scores, to read what the rankers saw
-    items, size = datamodule.train_items, cfg.signal.batch_size
-    for start in range(0, len(items), size):
-        batch = datamodule.collate(items[start : start + size]).to(device)
-        tick = time.perf_counter()
-        rollout = parts.sampler.sample(model, tokenizer, batch)
-        seconds["rollout"] += time.perf_counter() - tick
-        oracle.append(torch.tensor([[parts.task.oracle_score(e, t) for t in row] for e, row in zip(batch.examples, rollout.texts)]))
-        for name, ranker in rankers.items():
-            tick = time.perf_counter()
-            scores[name].append(ranker(batch, rollout, datamodule.ranking_context(model)).cpu())
-            seconds[name] += time.perf_counter() - tick
-        for i in range(min(len(batch), EXAMPLES_SHOWN - len(shown))):
-            shown.append({
-                "prompt_id": batch.examples[i].prompt_id, "prompt": batch.examples[i].prompt, "anchor": batch.anchors[i],
-                "candidates": [{"text": text, "oracle": oracle[-1][i, k].item(), "scores": {n: scores[n][-1][i, k].item() for n in rankers}}
-                               for k, text in enumerate(rollout.texts[i])],
-            })
-    oracle_scores = torch.cat(oracle)
     settings = {"num_resamples": cfg.signal.bootstrap_resamples, "confidence": cfg.signal.confidence, "seed": cfg.seed}
     report = {
         "choices": key_choices(cfg),
         "checkpoint": cfg.checkpoint,
-        "prompts": len(oracle_scores),
+        "prompts": len(scored.oracle),
         "candidates_per_prompt": parts.sampler.num_candidates,
         "temperature": cfg.signal.temperature,
         "bootstrap": {"resamples": cfg.signal.bootstrap_resamples, "confidence": cfg.signal.confidence, "unit": "prompt"},
-        "chance": chance(oracle_scores, **settings),
+        "chance": chance(scored.oracle, **settings),
         "rankers": {
-            name: {**signal_quality(torch.cat(scores[name]), oracle_scores, cfg.signal.temperature, **settings),
-                   "seconds": round(seconds[name], 2)}
-            for name in rankers
+            name: {**signal_quality(scores, scored.oracle, cfg.signal.temperature, **settings), "seconds": round(scored.seconds[name], 2)}
+            for name, scores in scored.scores.items()
         },
         "teacher_calls": datamodule.fill_stats.teacher_calls,
         "cache_hits": datamodule.fill_stats.cache_hits,
-        "seconds": {"rollout": round(seconds["rollout"], 2), "total": round(time.perf_counter() - started, 2)},
-        "examples": shown,
+        "seconds": {"rollout": round(scored.seconds["rollout"], 2), "total": round(time.perf_counter() - started, 2)},
+        "examples": scored.examples,
     }
     path = run_dir() / "signal.json"
     write_json(path, report)
     print_signal(report, path)
     return report
+
+
+@dataclass
+class Scored:
+    oracle: Tensor  # (N, K) oracle scores
+    scores: dict[str, Tensor]  # ranker name → (N, K) scores
+    seconds: dict[str, float]  # rollout and each ranker
+    examples: list[dict[str, Any]]  # the first prompts' candidates with their oracle and ranker scores
+
+
+def sample_and_score(datamodule, model, sampler, rankers: dict, batch_size: int) -> Scored:
+    """One rollout of the train prompts, batch by batch; every ranker scores the same candidates."""
+    import torch
+
+    oracle, scores, seconds = [], {name: [] for name in rankers}, {"rollout": 0.0, **{name: 0.0 for name in rankers}}
+    examples: list[dict[str, Any]] = []
+    items, device, task = datamodule.train_items, model.device, datamodule.task
+    for start in range(0, len(items), batch_size):
+        batch = datamodule.collate(items[start : start + batch_size]).to(device)
+        tick = time.perf_counter()
+        rollout = sampler.sample(model, datamodule.tokenizer, batch)
+        seconds["rollout"] += time.perf_counter() - tick
+        oracle.append(torch.tensor([[task.oracle_score(e, text) for text in row] for e, row in zip(batch.examples, rollout.texts)]))
+        for name, ranker in rankers.items():
+            tick = time.perf_counter()
+            scores[name].append(ranker(batch, rollout, datamodule.ranking_context(model)).cpu())
+            seconds[name] += time.perf_counter() - tick
+        for i in range(min(len(batch), EXAMPLES_SHOWN - len(examples))):
+            examples.append({
+                "prompt_id": batch.examples[i].prompt_id, "prompt": batch.examples[i].prompt, "anchor": batch.anchors[i],
+                "candidates": [{"text": text, "oracle": oracle[-1][i, k].item(), "scores": {n: scores[n][-1][i, k].item() for n in rankers}}
+                               for k, text in enumerate(rollout.texts[i])],
+            })
+    return Scored(torch.cat(oracle), {name: torch.cat(parts) for name, parts in scores.items()}, seconds, examples)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

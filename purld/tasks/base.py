@@ -28,6 +28,11 @@ class Task(ABC):
         """The final answer in a completion, for the `verifier` ranker (None when absent)."""
         return None
 
+    @property
+    def extracts_answers(self) -> bool:
+        """Whether the task has final answers to extract (overrides `extract_answer`): `ranker=verifier` needs them."""
+        return type(self).extract_answer is not Task.extract_answer
+
     def oracle_score(self, example: Example, completion: str) -> float:
         """Graded ground-truth quality in [0, 1]; 1.0 exactly when the completion is correct."""
         raise TypeError(f"task {self.name!r} has no oracle")

@@ -173,3 +173,12 @@ def test_num_threads_sets_torchs_cpu_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_verifier_needs_a_task_with_final_answers(tmp_path):
+    from purld.cli.components import build_components
+
+    cache = f"anchors.cache_path={tmp_path / 'cache.sqlite'}"
+    with pytest.raises(ConfigError, match="ranker=verifier needs a task that extracts final answers; task 'constraints' does not"):
+        build_components(compose_with("task=constraints", "ranker=verifier", cache))
+    assert build_components(compose_with("task=word_problems", "ranker=verifier", cache)).task.extracts_answers
