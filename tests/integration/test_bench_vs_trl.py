@@ -18,6 +18,7 @@ sys.path.insert(0, str(SCRIPT.parent))
 import bench_vs_trl as harness  # noqa: E402
 
 
+@pytest.mark.slow  # the benchmark harness end to end (42 s); CI runs it
 def test_harness_quick_run_writes_every_figure(tmp_path):
     out = tmp_path / "vs_trl.json"
     result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(SCRIPT.parent))
 import evidence
 
 
+@pytest.mark.slow  # scripts/evidence.py end to end (35 s); CI runs it
 def test_evidence_runs_rows_from_one_warm_start_and_writes_the_report(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- evidence:start -->\nold table\n<!-- evidence:end -->\nrest\n")
