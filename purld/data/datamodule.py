@@ -158,14 +158,15 @@ class AnchorDataModule(L.LightningDataModule):
         return DataLoader(self.train_items, batch_sampler=batches, collate_fn=self.collate, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
-        """This rank's share of the held-out prompts (every world_size-th one): under DDP the ranks evaluate the
-        set once between them, and `PolicyModule` pools their sums."""
+        """This rank's share of the held-out prompts: under DDP the ranks evaluate the set once between them, and
+        `PolicyModule` pools their sums."""
         trainer = self.trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return DataLoader(self.heldout_items[rank::world_size], batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate)
+        return self.heldout_dataloader(*((trainer.global_rank, trainer.world_size) if trainer else (0, 1)))
 
-    def heldout_dataloader(self) -> DataLoader:
-        return DataLoader(self.heldout_items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate)
+    def heldout_dataloader(self, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """The held-out prompts, or rank `rank`'s share of them (every `world_size`-th one)."""
+        items = self.heldout_items[rank::world_size]
+        return DataLoader(items, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate)
 
     def transfer_batch_to_device(self, batch: PromptBatch, device: torch.device, dataloader_idx: int) -> PromptBatch:
         return batch.to(device)

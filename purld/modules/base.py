@@ -161,7 +161,7 @@ class PolicyModule(L.LightningModule):
         names = sorted(metrics)
         values = torch.tensor([float(metrics[name]) for name in names], dtype=torch.float64)
         if self._trainer is not None and self.trainer.world_size > 1:
-            values = mean_over_ranks(values, lambda totals: self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu())
+            values = mean_over_ranks(values, self.sum_over_ranks)
         synced = dict(zip(names, values.tolist()))
         self.step_means.add(synced)
         for name, value in synced.items():
@@ -247,9 +247,13 @@ class PolicyModule(L.LightningModule):
         names = sorted(values)  # every rank has the same names (the same task and judge)
         totals = torch.tensor([[sum(values[name]), len(values[name])] for name in names], dtype=torch.float64)
         if self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum").cpu()
+            totals = self.sum_over_ranks(totals)
         means = {f"eval/{name}": total / count for name, (total, count) in zip(names, totals.tolist()) if count}
         self.log_dict(means, on_step=False, on_epoch=True, sync_dist=False)  # pooled above
+
+    def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        """The all-reduce (sum) of `tensor` across the ranks, on the CPU."""
+        return self.trainer.strategy.reduce(tensor.to(self.device), reduce_op="sum").cpu()
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
