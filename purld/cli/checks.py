@@ -190,10 +190,14 @@ def reported_errors(run: Callable[[DictConfig], Any]) -> Callable[[DictConfig], 
             print(f"purld: invalid config: {error}", file=sys.stderr)
             sys.exit(2)
         except Exception as error:
-            from purld.teachers.base import TeacherError  # the teachers import torch: only once something failed
+            from purld.ranking.llm_judge import JudgeError  # these import torch: only once something failed
+            from purld.teachers.base import TeacherError
 
             if not isinstance(error, TeacherError):
                 raise
+            if isinstance(error, JudgeError):  # its message says where its verdicts are kept
+                print(f"purld: {error}", file=sys.stderr)
+                sys.exit(1)
             print(
                 f"purld: {error}. Every answer received before it is kept in {cfg.anchors.cache_path}; "
                 "rerun to continue (cached prompts are not asked again), or set teacher.on_error=skip",

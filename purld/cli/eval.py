@@ -54,6 +54,7 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
         "eval": metrics,
         "teacher_calls": datamodule.fill_stats.teacher_calls,
         "cache_hits": datamodule.fill_stats.cache_hits,
+        "judge": parts.judge.identity(),
     }
     (run_dir() / "eval.json").write_text(json.dumps(result, indent=2))
     print_metrics(f"held-out evaluation of {cfg.checkpoint or 'the configured student'}", metrics)

@@ -304,6 +304,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "teacher_calls": fill.teacher_calls,
         "reference_answers": fill.reference_answers,
         "cache_hits": fill.cache_hits,
+        "judge": parts.judge.identity(),  # what judged win_rate; an LLM judge's calls made in this run
         "anchors": {**fill.as_dict(), "prompts_without_anchor": datamodule.prompts_without_anchor},
         "task": parts.task.report(),
         "global_step": global_step,

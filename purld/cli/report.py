@@ -30,7 +30,8 @@ def print_before_after(before: dict[str, float], after: dict[str, float], summar
         f"teacher calls {summary['teacher_calls']} · "
         + (f"anchors from the task's references {summary['reference_answers']} · " if summary.get("reference_answers") else "")
         + f"cache hits {summary['cache_hits']} · "
-        f"steps {summary['global_step']} · {seconds['total']:.1f} s · {summary['run_dir']}/summary.json"
+        + (f"judge calls {summary['judge']['calls']} · " if "calls" in summary.get("judge", {}) else "")
+        + f"steps {summary['global_step']} · {seconds['total']:.1f} s · {summary['run_dir']}/summary.json"
     )
 
 

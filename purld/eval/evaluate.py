@@ -1,11 +1,15 @@
 """Greedy answers on held-out prompts, scored three ways.
 
 - `accuracy`: oracle correctness (tasks with an oracle only); `oracle_score` its graded mean.
-- `win_rate`: against the anchor under the configured ranker: the answer and the
-  anchor are scored together as two candidates; a higher score wins, a tie
-  counts ½ (as in AlpacaEval). An answer identical to the anchor therefore
-  scores ½ under similarity rankers.
-- `length`: completion tokens of the answer, EOS included.
+- `win_rate`: against the anchor under `eval.judge` (else the training ranker): the
+  answer and the anchor are scored together as two candidates; a higher score
+  wins, a tie counts ½ (as in AlpacaEval). An answer identical to the anchor
+  therefore scores ½ under similarity rankers. A pairwise judge (`judge=llm`)
+  gives its preference itself: the mean of its verdicts in both orders.
+- `win_rate_lc`: the length-controlled win rate, AlpacaEval 2's regression on the
+  length difference read at zero (`purld.eval.win_rate`); whole held-out sets only.
+- `length`: completion tokens of the answer, EOS included; `length_difference`:
+  minus the anchor's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from purld.eval.win_rate import length_controlled_win_rate
 from purld.ranking.base import Ranker, RankingContext
 from purld.rollout.sampler import (
     candidates_from_texts,
@@ -53,8 +58,16 @@ def evaluate_batch(
     answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
     pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
     scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer, render=render))  # (B, 2)
-    wins = (scores[:, 0] > scores[:, 1]).float() + 0.5 * (scores[:, 0] == scores[:, 1]).float()
-    metrics: dict[str, list[float]] = {"win_rate": wins.tolist(), "length": lengths.float().tolist()}
+    if ranker.scores_are_preferences:
+        wins = scores[:, 0]
+    else:
+        wins = (scores[:, 0] > scores[:, 1]).float() + 0.5 * (scores[:, 0] == scores[:, 1]).float()
+    anchor_lengths = pair.lengths[:, 1].to(lengths.device)
+    metrics: dict[str, list[float]] = {
+        "win_rate": wins.tolist(),
+        "length": lengths.float().tolist(),
+        "length_difference": (lengths - anchor_lengths).float().tolist(),
+    }
     if task.has_oracle:
         oracle = [task.oracle_score(example, answer) for example, answer in zip(batch.examples, answers)]
         metrics["oracle_score"] = oracle
@@ -94,7 +107,12 @@ def evaluate(
     # A bar on a terminal only (disable=None): logs of batch jobs stay clean.
     for batch in tqdm(batches, desc=description, unit="batch", disable=None, leave=False):
         accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens, render))
-    return accumulator.means()
+    means = accumulator.means()
+    if accumulator.values["win_rate"]:
+        means["win_rate_lc"] = length_controlled_win_rate(
+            torch.tensor(accumulator.values["win_rate"]), torch.tensor(accumulator.values["length_difference"])
+        )
+    return means
 
 
 def evaluation_device(accelerator: str | None) -> torch.device:

@@ -4,6 +4,7 @@ from purld.ranking.base import Ranker, RankingContext
 from purld.ranking.embedding import EmbeddingRanker
 from purld.ranking.lexical import LexicalRanker
 from purld.ranking.likelihood import LikelihoodRanker
+from purld.ranking.llm_judge import LLMJudge
 from purld.ranking.oracle import OracleRanker
 from purld.ranking.random import RandomRanker
 from purld.ranking.self_judge import SelfJudgeRanker
@@ -12,6 +13,7 @@ from purld.ranking.verifier import VerifierRanker
 __all__ = [
     "EmbeddingRanker",
     "LexicalRanker",
+    "LLMJudge",
     "LikelihoodRanker",
     "OracleRanker",
     "RandomRanker",

@@ -41,6 +41,12 @@ class Ranker(ABC):
     name: str = "ranker"
     uses_ground_truth: bool = False  # True only for `oracle`: refused as a PU-RLD training signal
     judge_model: str = "policy"  # self-rankers: which model reads the candidates (JUDGE_MODELS)
+    scores_are_preferences: bool = False  # True for a pairwise judge: of two candidates, the first's score is its
+    # preference over the second, in [0, 1] (win_rate reads it as is)
+
+    def identity(self) -> dict[str, object]:
+        """What the run's summary records as its judge."""
+        return {"name": self.name}
 
     @abstractmethod
     def score(self, batch: PromptBatch, candidates: Candidates, context: RankingContext) -> Tensor:

@@ -7,7 +7,8 @@ Behaviour per prompt is scripted by markers in the user message:
     SLOWxN      … sleep `slow_seconds` before answering (a client timeout)
     ALWAYS500   every request answers 500
     AUTH401     every request answers 401 (not worth retrying)
-The server counts requests per prompt, successful answers per prompt, the
+Otherwise it answers "answer to: <prompt>", or `reply(prompt)` when given one (a scripted judge). The
+server counts requests per prompt, successful answers per prompt, the
 largest number of requests in flight at once, and records Authorization headers.
 """
 
@@ -18,14 +19,15 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _MARKER = re.compile(r"(FAIL429|FAIL500|BADJSON|SLOW)x(\d+)")
 
 
 class FakeOpenAIServer:
-    def __init__(self, slow_seconds: float = 2.0, latency: float = 0.0) -> None:
-        self.slow_seconds, self.latency = slow_seconds, latency
+    def __init__(self, slow_seconds: float = 2.0, latency: float = 0.0, reply: Callable[[str], str] | None = None) -> None:
+        self.slow_seconds, self.latency, self.reply = slow_seconds, latency, reply
         self.requests: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
         self.authorization: set[str] = set()
@@ -88,7 +90,7 @@ class FakeOpenAIServer:
             return self._send(handler, 500, {"error": {"message": "always broken", "type": "server_error"}})
         with self._lock:
             self.successes[prompt] += 1
-        answer = f"answer to: {prompt}"
+        answer = self.reply(prompt) if self.reply else f"answer to: {prompt}"
         self._send(
             handler,
             200,

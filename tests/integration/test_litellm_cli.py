@@ -64,3 +64,41 @@ def test_anchor_benchmark_script_smoke(tmp_path):
     )
     report = json.loads(out.read_text())
     assert report["median_bare_calls_per_s"] > 0 and report["median_purld_calls_per_s"] > 0
+
+
+def test_an_llm_judge_through_litellm_judges_both_orders_and_a_rerun_asks_nothing(tmp_path, monkeypatch):
+    """judge=llm against a loopback server whose judge always prefers Response A: both orders cancel it (win_rate
+    ½ for every answer), the summary names the judge and its calls, and purld-eval of the trained student asks the
+    judge nothing it has not asked already."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    run_dir, judge_cache = tmp_path / "run", tmp_path / "judge.sqlite"
+    judge = ["judge=llm", "eval.judge.teacher.model=openai/judge", f"eval.judge.cache_path={judge_cache}"]
+    cache = f"anchors.cache_path={tmp_path / 'a.sqlite'}"
+    with FakeOpenAIServer(reply=lambda prompt: "A") as server:
+        api_base = f"eval.judge.teacher.api_base={server.api_base}"
+        run("train", *SMALL, *judge, api_base, cache, f"hydra.run.dir={run_dir}")
+        asked = sum(server.requests.values())
+        run("eval", *SMALL, *judge, api_base, cache, f"checkpoint={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval"]["before"]["win_rate"] == summary["eval"]["after"]["win_rate"] == 0.5
+    assert 0.4 < summary["eval"]["after"]["win_rate_lc"] < 0.6
+    assert summary["judge"]["name"] == "llm_judge" and summary["judge"]["model"] == "openai/judge"
+    assert summary["judge"]["calls"] == asked and 16 <= asked <= 32  # 8 held-out answers × 2 orders, before and after
+    assert all("[Response A]" in prompt and "[Response B]" in prompt for prompt in server.requests)
+    assert sum(server.requests.values()) == asked  # purld-eval: every verdict from the cache
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["judge"]["calls"] == 0 and evaluated["eval"]["win_rate"] == 0.5
+
+
+def test_a_judge_failure_names_the_judge_and_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    with FakeOpenAIServer() as closed:
+        api_base = closed.api_base
+    result = run(
+        "train", *SMALL, "judge=llm", f"eval.judge.teacher.api_base={api_base}", "eval.judge.teacher.num_retries=0",
+        f"eval.judge.cache_path={tmp_path / 'judge.sqlite'}", f"anchors.cache_path={tmp_path / 'a.sqlite'}",
+        f"hydra.run.dir={tmp_path / 'run'}", check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "eval.judge: teacher=openai/gpt-4o-mini: prompt 'add-" in result.stderr and "(judge, candidate 0 as A" in result.stderr
+    assert f"kept in {tmp_path / 'judge.sqlite'}" in result.stderr and "eval.judge.teacher.on_error=skip" in result.stderr

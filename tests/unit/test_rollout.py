@@ -318,7 +318,6 @@ def test_sliding_window_layers_share_the_prompt_through_their_own_update(monkeyp
     from transformers import MistralConfig, MistralForCausalLM
     from transformers.cache_utils import DynamicSlidingWindowLayer
 
-    from purld.rollout import logprobs
     from purld.students.base import enable_gradient_checkpointing
 
     tokenizer = build_char_tokenizer()
