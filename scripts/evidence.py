@@ -1,34 +1,52 @@
 """Does PU-RLD work? One command that trains every comparison row and writes the table, the JSON and the plot.
 
-    python scripts/evidence.py            # 2 tasks × 9 rows × 3 seeds + an ablation (under 60 min on 2 cores)
+    python scripts/evidence.py            # toy students: 2 tasks × 9 rows × 3 seeds + an ablation (under 60 min on 2 cores)
     python scripts/evidence.py --quick    # the same code path: 1 seed, fewer steps (under 10 min), in outputs/evidence/quick
+    python scripts/evidence.py --real     # SmolLM2-135M-Instruct: the signal tables, then 2 tasks × 12 rows × 3 seeds
+    python scripts/evidence.py --real --quick   # word_problems, 1 seed, 6 rows of 5 steps, 64 signal prompts
 
-For each task (`arithmetic`, 2-digit addition with worked steps; `sort`, sorting a
-few digits) one SFT warm start is trained on the anchors (`purld-train
-trainer.max_steps=0`) and saved. Every row then starts from that saved student
-(`student=hf student.model_name_or_path=<warm start>`, `warmstart.sft_steps=0`)
-with the same budget: `--steps` optimizer steps of 8 prompts, and K sampled
-candidates per prompt wherever a row samples:
+Two suites share the code. The toy one (`arithmetic`, 2-digit addition with worked
+steps; `sort`, sorting a few digits) trains random-init students; `--real` trains
+the pretrained SmolLM2-135M-Instruct (`experiment=smollm2`, full fine-tune, its chat
+template) on `word_problems` (operands 2..19) and `constraints` (one sentence under
+verifiable constraints), the tasks' reference answers as anchors.
+
+For each task one SFT warm start is trained on the anchors (`purld-train
+trainer.max_steps=0`) and saved. With `--real`, the frozen warm start's samples are
+first scored by every ranker against the oracle with no training (`purld-signal`,
+K = 8 on `--signal-prompts` train prompts: Kendall τ, top-1 oracle accuracy, q mass
+on correct candidates, bootstrap intervals). Every row then starts from that saved
+student (`student=hf student.model_name_or_path=<warm start>`, `warmstart.sft_steps=0`)
+with the same budget: `--steps` optimizer steps of the suite's batch of prompts, and
+K sampled candidates per prompt wherever a row samples:
   1. SFT only: continued SFT on the anchors (the distillation baseline);
-  2–4. PU-RLD with DPO, GRPO and LDL, each with the `likelihood` self-ranker
-     and the `lexical` ranker (ROUGE-L to the anchor);
+  2–4. PU-RLD with DPO, GRPO and LDL, each with the suite's rankers (toy: the
+     `likelihood` self-ranker and `lexical`, ROUGE-L to the anchor; real: the two
+     self-rankers `self_judge` and `likelihood`, and `embedding`);
   5. GRPO on the oracle reward (an upper bound; not PU-RLD);
   6. GRPO with a random ranker (a lower bound: does the ranking carry signal?).
 Seeds change sampling and prompt order, not the warm start. Held-out accuracy
-is measured on the task's held-out split, which nothing here tunes on; the
-win rate against the anchor is judged by the lexical ranker for every row
-(`eval.judge`), so rows are comparable (an answer equal to the anchor is a tie:
-½). Ranking diagnostics are means over the training steps (Kendall τ between
-ranker and oracle scores, how often the top-ranked candidate is correct, the
-mass of q on correct candidates).
+is measured on the task's held-out split, which nothing here tunes on. The win
+rate against the anchor is judged by one fixed judge for every row (`eval.judge`),
+so rows are comparable: the lexical ranker by default (an answer equal to the anchor
+is a tie, ½; none of the real suite's PU-RLD rows trains on it), or with
+`--judge-model DIR` a local model asked which response is better in both orders
+(`judge=hf`), with the length-controlled win rate beside it. SmolLM2-135M-Instruct
+is not that judge: asked about 128 warm-start answers in both orders it replied
+"A" to all 243 distinct questions, a pure position bias that the two orders turn
+into 128 ties (win rate exactly ½). Ranking diagnostics are means over the
+training steps (Kendall τ between ranker and oracle scores, how often the
+top-ranked candidate is correct, the mass of q on correct candidates).
 
 Runs go to `<out>/runs/<task>/<row>/seed<k>/` (plain `purld-train` run
-directories: `purld-compare` reads them). A run that finished (its
-summary.json exists) is not run again, so an interrupted command picks up
-where it stopped; a failed run is reported and the others go on. Results:
-`<out>/evidence.json`, `<out>/evidence.md` (the table README.md shows, also
+directories: `purld-compare` reads them), the signal tables to
+`<out>/signal/<task>/signal.json`. A run that finished (its summary.json or
+signal.json exists) is not run again, so an interrupted command picks up where it
+stopped; a failed run is reported and the others go on. Results:
+`<out>/evidence.json`, `<out>/evidence.md` (the tables README.md shows, also
 written into README.md between its evidence markers with `--readme`), and
-`<out>/accuracy_curves.png` (held-out accuracy over the steps, mean over seeds).
+`<out>/accuracy_curves.png` (held-out accuracy and, for ranked rows, Kendall τ over
+the steps, mean over seeds).
 """
 
 from __future__ import annotations
@@ -44,15 +62,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from purld.cli.compare import read_curves
 
-TASKS = {"arithmetic": ["task=arithmetic"], "sort": ["task=sort"]}
-PU_RLD_RANKERS = ("likelihood", "lexical")  # a self-ranker and one other
 DIAGNOSTICS = ("rank/kendall_tau", "rank/top1_oracle_accuracy", "rank/q_mass_on_correct")
-FINAL_METRICS = ("accuracy", "oracle_score", "win_rate", "length")
+FINAL_METRICS = ("accuracy", "oracle_score", "win_rate", "win_rate_lc", "length")
+SIGNAL_METRICS = ("kendall_tau", "top1_oracle_accuracy", "q_mass_on_correct")
 README_MARKERS = ("<!-- evidence:start -->", "<!-- evidence:end -->")
+REAL_MARKERS = ("<!-- evidence-real:start -->", "<!-- evidence-real:end -->")
 
 
 @dataclass(frozen=True)
@@ -64,16 +82,16 @@ class Row:
     ablation: str | None = None  # what this row changes from its base row, for the ablation table
 
 
-def comparison_rows() -> list[Row]:
+def comparison_rows(rankers: tuple[str, ...]) -> list[Row]:
     rows = [Row("sft", "SFT only (continued)", None, ("loss=sft",))]
     for loss, label in (("dpo", "PU-RLD + DPO"), ("grpo", "PU-RLD + GRPO"), ("ldl", "PU-RLD + LDL")):
-        rows += [Row(f"{loss}-{ranker}", label, ranker, (f"loss={loss}", f"ranker={ranker}")) for ranker in PU_RLD_RANKERS]
+        rows += [Row(f"{loss}-{ranker}", label, ranker, (f"loss={loss}", f"ranker={ranker}")) for ranker in rankers]
     rows.append(Row("grpo-oracle", "GRPO, oracle reward (upper bound)", "oracle", ("loss=grpo", "ranker=oracle", "ranker.baseline=true")))
     rows.append(Row("grpo-random", "GRPO, random ranker (lower bound)", "random", ("loss=grpo", "ranker=random")))
     return rows
 
 
-def ablation_rows(num_candidates: int, temperature: float) -> list[Row]:
+def toy_ablation_rows(num_candidates: int, temperature: float) -> list[Row]:
     """What might move PU-RLD GRPO against SFT: the self-ranker's judge, K, sampling temperature, the KL weight,
     the learning rate, τ (each changes one thing of the lexical or likelihood GRPO row)."""
     base = ("loss=grpo", "ranker=lexical")
@@ -90,8 +108,80 @@ def ablation_rows(num_candidates: int, temperature: float) -> list[Row]:
     ]
 
 
+def real_ablation_rows(num_candidates: int, temperature: float) -> list[Row]:
+    """On the real student: does reading the self-rankers with the frozen warm start (so that the policy cannot move
+    its own judge) help, and what K, β and τ do to the self_judge GRPO row."""
+    base = ("loss=grpo", "ranker=self_judge")
+    return [
+        Row("grpo-self_judge-frozen", "PU-RLD + GRPO", "self_judge", (*base, "ranker.judge_model=reference"),
+            "self_judge read by the frozen warm start (vs the current policy)"),
+        Row("grpo-likelihood-frozen", "PU-RLD + GRPO", "likelihood", ("loss=grpo", "ranker=likelihood", "ranker.judge_model=reference"),
+            "likelihood read by the frozen warm start (vs the current policy)"),
+        Row(f"grpo-self_judge-K{2 * num_candidates}", "PU-RLD + GRPO", "self_judge", (*base, f"rollout.num_candidates={2 * num_candidates}"),
+            f"K = {2 * num_candidates} (vs {num_candidates})"),
+        Row("grpo-self_judge-beta0", "PU-RLD + GRPO", "self_judge", (*base, "loss.beta=0.0"), "β = 0, no KL to the reference (vs 0.04)"),
+        Row("grpo-self_judge-tau1.0", "PU-RLD + GRPO", "self_judge", (*base, "loss.preferences.temperature=1.0"),
+            "τ = 1.0 in q = softmax(s/τ) (vs 0.1)"),
+    ]
+
+
+def lexical_judge() -> list[str]:
+    return ["eval.judge={_target_:purld.ranking.LexicalRanker}"]
+
+
+def llm_judge(model_dir: str, out: Path) -> list[str]:
+    """A local model as the fixed judge (`judge=hf`: both orders, verdicts cached in the output directory)."""
+    return ["judge=hf", f"eval.judge.teacher.model_name_or_path={model_dir}", f"eval.judge.cache_path={out / 'judge_cache.sqlite'}"]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What one evidence table compares: its tasks (each the `purld-train` overrides that select it), the rankers of
+    the PU-RLD rows, the ablation, the fixed judge of the win rate, and the budget every row gets by default."""
+
+    name: str
+    tasks: dict[str, tuple[str, ...]]
+    rankers: tuple[str, ...]
+    ablation: Callable[[int, float], list[Row]]
+    defaults: dict[str, Any]  # argparse defaults for this suite
+    quick: dict[str, Any]  # and what --quick changes
+    signal: bool = False  # score the frozen warm start's samples with every ranker first (purld-signal)
+    markers: tuple[str, str] = README_MARKERS
+
+
+
+TOY = Suite(
+    name="toy",
+    tasks={"arithmetic": ("task=arithmetic",), "sort": ("task=sort",)},
+    rankers=("likelihood", "lexical"),  # a self-ranker and one other
+    ablation=toy_ablation_rows,
+    defaults={"out": Path("outputs/evidence"), "seeds": "0,1,2", "steps": 100, "warmstart_steps": 500, "num_candidates": 8,
+              "temperature": 0.7, "eval_prompts": 512, "eval_every": 25, "signal_prompts": 0},
+    quick={"out": Path("outputs/evidence/quick"), "seeds": "0", "steps": 40, "eval_prompts": 256, "eval_every": 20, "no_ablation": True},
+)
+# experiment=smollm2 is the full fine-tune of SmolLM2-135M-Instruct (12.9 s a step on 2 cores against LoRA's 17.0 s),
+# batch 4 prompts × K 4, PU-RLD at lr 5e-6, a 10-step SFT warm start at 1e-5; constraints has no operands to set.
+REAL = Suite(
+    name="real",
+    tasks={"word_problems": ("experiment=smollm2", "task=word_problems", "task.max_operand=19"),
+           "constraints": ("experiment=smollm2", "task=constraints", "~task.max_operand")},
+    rankers=("self_judge", "likelihood", "embedding"),  # the paper's two self-rankers and the best other (purld-signal)
+    ablation=real_ablation_rows,
+    defaults={"out": Path("outputs/evidence/real"), "seeds": "0,1,2", "steps": 10, "warmstart_steps": 10, "num_candidates": 4,
+              "temperature": 0.7, "eval_prompts": 128, "eval_every": 0, "signal_prompts": 200},
+    quick={"out": Path("outputs/evidence/real_quick"), "seeds": "0", "steps": 5, "signal_prompts": 64,
+           "tasks": "word_problems", "no_ablation": True,
+           "rows": "sft,grpo-self_judge,grpo-likelihood,grpo-embedding,grpo-oracle,grpo-random"},
+    signal=True,
+    markers=REAL_MARKERS,
+)
+SUITES = {suite.name: suite for suite in (TOY, REAL)}
+SIGNAL_CANDIDATES = 8  # K of the signal tables (the issue's), whatever K the training rows use
+
+
 @dataclass
 class Settings:
+    suite: Suite
     out: Path
     seeds: list[int]
     steps: int
@@ -100,6 +190,8 @@ class Settings:
     temperature: float
     eval_prompts: int
     eval_every: int
+    signal_prompts: int  # train prompts of each task's signal table (0: none)
+    judge_model: str | None  # a local model directory that judges the win rate (judge=hf); None: the lexical ranker
     jobs: int
     tasks: list[str]
     ablation_task: str | None
@@ -113,41 +205,63 @@ def common_overrides(s: Settings) -> list[str]:
         "logger=csv",
         f"anchors.cache_path={s.out / 'anchor_cache.sqlite'}",
         f"eval.num_prompts={s.eval_prompts}",
-        "eval.judge={_target_:purld.ranking.LexicalRanker}",
+        *(llm_judge(s.judge_model, s.out) if s.judge_model else lexical_judge()),
         "checkpointing.enabled=false",
         "samples.every_n_steps=0",
     ]
 
 
-def run_purld_train(run_dir: Path, overrides: list[str], threads: int) -> dict[str, Any]:
-    """One `purld-train` in its own process; its summary, or an error naming the run and the last lines it printed."""
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
+def run_purld(entry_point: str, result: str, run_dir: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    """One `purld-<entry_point>` in its own process; the JSON it writes (`result` in its run directory), or an error
+    naming the run and the last lines it printed. A run whose result exists is not run again."""
+    result_path = run_dir / result
+    if result_path.exists():
+        return json.loads(result_path.read_text())
     if run_dir.exists():  # a run that was cut short: start it again from nothing
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
-    command = [sys.executable, "-m", "purld.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", f"purld.cli.{entry_point}", *overrides, f"hydra.run.dir={run_dir}"]
     with (run_dir / "stdout.log").open("w") as log:
         process = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    if process.returncode != 0 or not summary_path.exists():
+    if process.returncode != 0 or not result_path.exists():
         tail = (run_dir / "stdout.log").read_text().strip().splitlines()[-5:]
-        raise RuntimeError(f"{run_dir}: purld-train exited {process.returncode}:\n  " + "\n  ".join(tail))
-    return json.loads(summary_path.read_text())
+        raise RuntimeError(f"{run_dir}: purld-{entry_point} exited {process.returncode}:\n  " + "\n  ".join(tail))
+    return json.loads(result_path.read_text())
+
+
+def run_purld_train(run_dir: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    return run_purld("train", "summary.json", run_dir, overrides, threads)
+
+
+def run_purld_signal(run_dir: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    return run_purld("signal", "signal.json", run_dir, overrides, threads)
 
 
 def warm_start(s: Settings, task: str) -> Path:
     """The task's shared SFT warm start: trained once, saved as a student directory."""
     run_dir = s.out / "runs" / task / "warmstart"
-    overrides = [*TASKS[task], *common_overrides(s), "trainer.max_steps=0", f"warmstart.sft_steps={s.warmstart_steps}", "seed=0"]
+    overrides = [*s.suite.tasks[task], *common_overrides(s), "trainer.max_steps=0", f"warmstart.sft_steps={s.warmstart_steps}", "seed=0"]
     run_purld_train(run_dir, overrides, threads=os.cpu_count() or 1)
     return run_dir / "student"
 
 
+def signal_overrides(s: Settings, task: str, student: Path) -> list[str]:
+    """`purld-signal` on the frozen warm start: every ranker that applies scores the same K = 8 samples."""
+    return [
+        *s.suite.tasks[task],
+        f"anchors.cache_path={s.out / 'anchor_cache.sqlite'}",
+        f"checkpoint={student}",
+        f"rollout.num_candidates={SIGNAL_CANDIDATES}",
+        f"rollout.temperature={s.temperature}",
+        f"signal.num_prompts={s.signal_prompts}",
+        "seed=0",
+    ]
+
+
 def row_overrides(s: Settings, task: str, row: Row, seed: int, student: Path) -> list[str]:
     return [
-        *TASKS[task],
+        *s.suite.tasks[task],
         *common_overrides(s),
         "student=hf",
         f"student.model_name_or_path={student}",
@@ -177,6 +291,13 @@ def accuracy_curve(run_dir: Path, before: float | None) -> list[tuple[int, float
     return ([(0, before)] if before is not None else []) + [(step + 1, value) for step, value in points]
 
 
+def tau_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(optimizer steps done, Kendall τ of that step's ranking against the oracle): does the ranker stay consistent as
+    the policy moves, or is it gamed?"""
+    points = read_curves(run_dir / "logs" / "purld" / "metrics.csv", ("rank/kendall_tau",)).get("rank/kendall_tau", [])
+    return [(step + 1, value) for step, value in points]
+
+
 def seed_result(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     after, before = summary["eval"]["after"], summary["eval"]["before"]
     result: dict[str, Any] = {name: after.get(name) for name in FINAL_METRICS}
@@ -187,6 +308,7 @@ def seed_result(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     if final_step and (not curve or curve[-1][0] != final_step):
         curve.append((final_step, after.get("accuracy")))
     result["accuracy_curve"] = curve
+    result["tau_curve"] = tau_curve(run_dir)
     result["seconds"] = summary.get("seconds", {}).get("total")
     return result
 
@@ -223,18 +345,27 @@ def cell(stat: dict[str, float | None], percent: bool = False, digits: int = 2) 
     return text + unit
 
 
-def markdown_table(entries: list[dict[str, Any]], warm: dict[str, float | None]) -> str:
+def markdown_table(entries: list[dict[str, Any]], warm: dict[str, dict[str, Any]]) -> str:
+    """The comparison table (mean ± standard deviation over seeds), then the ablation's. `warm`: each task's warm
+    start metrics; the length-controlled win rate gets a column where a judge measured one."""
+    with_lc = any(e["win_rate_lc"]["mean"] is not None for e in entries)
+    lc_header, lc_rule = (" LC win rate % |", " --- |") if with_lc else ("", "")
     lines = [
-        "| task | method | ranker | held-out accuracy % | win rate vs anchor % | mean length | Kendall τ | top-1 correct % | q mass on correct |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| task | method | ranker | held-out accuracy % | win rate vs anchor % |{lc_header} mean length | Kendall τ | top-1 correct % "
+        "| q mass on correct |",
+        f"| --- | --- | --- | --- | --- |{lc_rule} --- | --- | --- | --- |",
     ]
     for task in dict.fromkeys(e["task"] for e in entries):
-        if warm.get(task) is not None:
-            lines.append(f"| {task} | warm start (shared) | | {warm[task] * 100:.1f} | | | | | |")
+        if warm.get(task):
+            w = {name: {"mean": warm[task].get(name), "std": None} for name in FINAL_METRICS}
+            lc = f" {cell(w['win_rate_lc'], True)} |" if with_lc else ""
+            lines.append(f"| {task} | warm start (shared) | | {cell(w['accuracy'], True)} | {cell(w['win_rate'], True)} |{lc} "
+                         f"{cell(w['length'], digits=1)} | | | |")
         for e in (e for e in entries if e["task"] == task and not e["ablation"]):
+            lc = f" {cell(e['win_rate_lc'], True)} |" if with_lc else ""
             lines.append(
-                f"| {task} | {e['method']} | {e['ranker'] or '—'} | {cell(e['accuracy'], True)} | {cell(e['win_rate'], True)} "
-                f"| {cell(e['length'], digits=1)} | {cell(e['rank/kendall_tau'])} | {cell(e['rank/top1_oracle_accuracy'], True)} "
+                f"| {task} | {e['method']} | {e['ranker'] or '—'} | {cell(e['accuracy'], True)} | {cell(e['win_rate'], True)} |{lc} "
+                f"{cell(e['length'], digits=1)} | {cell(e['rank/kendall_tau'])} | {cell(e['rank/top1_oracle_accuracy'], True)} "
                 f"| {cell(e['rank/q_mass_on_correct'])} |"
             )
     ablations = [e for e in entries if e["ablation"]]
@@ -249,28 +380,69 @@ def markdown_table(entries: list[dict[str, Any]], warm: dict[str, float | None])
     return "\n".join(lines)
 
 
+def interval(figure: dict[str, float], percent: bool = False) -> str:
+    if not figure["n"]:
+        return "undefined"
+    scale = 100.0 if percent else 1.0
+    digits = 1 if percent else 2
+    return f"{figure['mean'] * scale:.{digits}f} [{figure['low'] * scale:.{digits}f}, {figure['high'] * scale:.{digits}f}]"
+
+
+def signal_table(signals: dict[str, dict[str, Any]]) -> str:
+    """purld-signal's figures per task (the frozen warm start, no training), best τ first, beside chance."""
+    lines = ["| task | ranker | Kendall τ vs oracle | top-1 correct % | q mass on correct | seconds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for task, report in signals.items():
+        ordered = sorted(report["rankers"].items(), key=lambda item: -(item[1]["kendall_tau"]["mean"] if item[1]["kendall_tau"]["n"] else -2))
+        for name, figures in ordered:
+            lines.append(f"| {task} | {name} | {interval(figures['kendall_tau'])} | {interval(figures['top1_oracle_accuracy'], True)} "
+                         f"| {interval(figures['q_mass_on_correct'])} | {figures['seconds']:.0f} |")
+        lines.append(f"| {task} | chance (the samples' own accuracy) | | {interval(report['chance'], True)} | | |")
+    first = next(iter(signals.values()))
+    level = round(100 * first["bootstrap"]["confidence"])
+    caption = (f"{first['prompts']} train prompts × {first['candidates_per_prompt']} samples of the frozen warm start per task, "
+               f"mean [{level} % bootstrap interval over prompts]; q = softmax(s / {first['temperature']:g}).")
+    return caption + "\n\n" + "\n".join(lines)
+
+
+def mean_curve(results: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    by_step: dict[int, list[float]] = {}
+    for result in results:
+        for step, value in result.get(key, []):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return steps, [statistics.mean(by_step[step]) for step in steps]
+
+
 def plot_curves(entries: list[dict[str, Any]], path: Path) -> None:
+    """Per task: held-out accuracy over the steps and, for the ranked rows, the ranker's Kendall τ against the oracle
+    at each step (mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(e["task"] for e in entries))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 5), squeeze=False)
-    for axis, task in zip(axes[0], tasks):
+    figure, axes = plt.subplots(2, len(tasks), figsize=(7 * len(tasks), 9), squeeze=False)
+    for column, task in enumerate(tasks):
+        accuracy_axis, tau_axis = axes[0][column], axes[1][column]
         for e in (e for e in entries if e["task"] == task and not e["ablation"]):
-            by_step: dict[int, list[float]] = {}
-            for result in e["seeds"].values():
-                for step, value in result["accuracy_curve"]:
-                    by_step.setdefault(step, []).append(value)
-            steps = sorted(by_step)
             style = "--" if e["ranker"] in ("oracle", "random") or e["row"] == "sft" else "-"
             label = f"{e['method']} ({e['ranker']})" if e["ranker"] else e["method"]
-            axis.plot(steps, [100 * statistics.mean(by_step[s]) for s in steps], style, label=label, linewidth=1.3)
-        axis.set_title(f"{task}: held-out accuracy (mean over seeds)")
-        axis.set_xlabel("optimizer steps after the warm start")
-        axis.set_ylabel("accuracy %")
-        axis.legend(fontsize=7)
+            steps, accuracy = mean_curve(list(e["seeds"].values()), "accuracy_curve")
+            accuracy_axis.plot(steps, [100 * value for value in accuracy], style, label=label, linewidth=1.3)
+            steps, tau = mean_curve(list(e["seeds"].values()), "tau_curve")
+            if steps and e["ranker"] != "oracle":
+                tau_axis.plot(steps, tau, style, label=label, linewidth=1.0)
+        accuracy_axis.set_title(f"{task}: held-out accuracy (mean over seeds)")
+        accuracy_axis.set_ylabel("accuracy %")
+        tau_axis.set_title(f"{task}: the ranker's Kendall τ against the oracle, each step")
+        tau_axis.set_ylabel("Kendall τ")
+        tau_axis.axhline(0.0, color="grey", linewidth=0.6)
+        for axis in (accuracy_axis, tau_axis):
+            axis.set_xlabel("optimizer steps after the warm start")
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -289,46 +461,54 @@ def write_readme(readme: Path, table: str, command: str, markers: tuple[str, str
 # ------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("outputs/evidence"))
-    parser.add_argument("--quick", action="store_true", help="1 seed, 40 steps, no ablation: checks the code path (under 10 min)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of every row after the warm start")
-    parser.add_argument("--warmstart-steps", type=int, default=500)
-    parser.add_argument("--num-candidates", type=int, default=8, help="K for every row that samples")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--eval-prompts", type=int, default=512)
-    parser.add_argument("--eval-every", type=int, default=25, help="held-out accuracy every N steps, for the plot")
+    parser.add_argument("--real", action="store_true", help="the SmolLM2-135M-Instruct suite (default: the toy students)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer steps, no ablation: checks the code path")
+    parser.add_argument("--seeds")
+    parser.add_argument("--steps", type=int, help="optimizer steps of every row after the warm start")
+    parser.add_argument("--warmstart-steps", type=int)
+    parser.add_argument("--num-candidates", type=int, help="K for every row that samples")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--eval-prompts", type=int)
+    parser.add_argument("--eval-every", type=int, help="held-out accuracy every N steps, for the plot")
+    parser.add_argument("--signal-prompts", type=int, help="train prompts of each task's signal table (the real suite)")
+    parser.add_argument("--judge-model", default=None, help="a local model directory as the fixed judge of the win rate, both "
+                        "orders (judge=hf); default: the lexical ranker (ROUGE-L to the anchor; equal to it = ½)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each gets cores / jobs threads)")
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--tasks", help="comma-separated (default: the suite's)")
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--readme", type=Path, default=None, help="also write the table into this README's evidence block")
+    parser.add_argument("--readme", type=Path, default=None, help="also write the tables into this README's evidence block")
+    known, _ = parser.parse_known_args(argv)
+    suite = REAL if known.real else TOY
+    parser.set_defaults(**{"tasks": ",".join(suite.tasks), **suite.defaults, **(suite.quick if known.quick else {})})
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.steps, args.eval_prompts, args.eval_every, args.no_ablation = "0", 40, 256, 20, True
-        args.out = args.out if args.out != parser.get_default("out") else Path("outputs/evidence/quick")
     tasks = args.tasks.split(",")
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in suite.tasks]
     if unknown:
-        parser.error(f"--tasks: unknown {unknown}; known: {', '.join(TASKS)}")
+        parser.error(f"--tasks: unknown {unknown}; the {suite.name} suite's: {', '.join(suite.tasks)}")
     settings = Settings(
-        out=args.out, seeds=[int(s) for s in args.seeds.split(",")], steps=args.steps, warmstart_steps=args.warmstart_steps,
-        num_candidates=args.num_candidates, temperature=args.temperature, eval_prompts=args.eval_prompts, eval_every=args.eval_every,
+        suite=suite, out=args.out, seeds=[int(s) for s in args.seeds.split(",")], steps=args.steps,
+        warmstart_steps=args.warmstart_steps, num_candidates=args.num_candidates, temperature=args.temperature,
+        eval_prompts=args.eval_prompts, eval_every=args.eval_every, signal_prompts=args.signal_prompts if suite.signal else 0, judge_model=args.judge_model,
         jobs=args.jobs, tasks=tasks, ablation_task=None if args.no_ablation else tasks[0],
         rows=args.rows.split(",") if args.rows else None,
     )
     return settings, args
 
 
-RUN_SHAPING = ("steps", "warmstart_steps", "num_candidates", "temperature", "eval_prompts", "eval_every")
+RUN_SHAPING = ("steps", "warmstart_steps", "num_candidates", "temperature", "eval_prompts", "eval_every", "signal_prompts", "judge_model")
 
 
 def check_same_settings(s: Settings) -> None:
     """Finished runs are reused, so an output directory must hold one setting of what shapes a run."""
     path = s.out / "settings.json"
-    current = {key: getattr(s, key) for key in RUN_SHAPING}
+    current = {"suite": s.suite.name, **{key: getattr(s, key) for key in RUN_SHAPING}}
     if path.exists():
         saved = json.loads(path.read_text())
+        saved.setdefault("suite", "toy")  # written before there were two suites
+        saved.setdefault("signal_prompts", 0)
+        saved.setdefault("judge_model", None)
         differing = [f"{key}: {saved.get(key)} there, {value} now" for key, value in current.items() if saved.get(key) != value]
         if differing:
             raise SystemExit(f"{path}: its runs were made with other settings ({'; '.join(differing)}); "
@@ -341,23 +521,37 @@ def main(argv: list[str] | None = None) -> int:
     s.out.mkdir(parents=True, exist_ok=True)
     check_same_settings(s)
     threads = max(1, (os.cpu_count() or 1) // s.jobs)
-    plan: list[tuple[str, Row]] = [(task, row) for task in s.tasks for row in comparison_rows()]
+    plan: list[tuple[str, Row]] = [(task, row) for task in s.tasks for row in comparison_rows(s.suite.rankers)]
     if s.ablation_task:
-        plan += [(s.ablation_task, row) for row in ablation_rows(s.num_candidates, s.temperature)]
+        plan += [(s.ablation_task, row) for row in s.suite.ablation(s.num_candidates, s.temperature)]
     if s.rows:
         plan = [(task, row) for task, row in plan if row.name in s.rows]
 
-    students, warm_accuracy = {}, {}
+    students, warm_metrics = {}, {}
     for task in s.tasks:
         print(f"[{time.perf_counter() - s.started:6.0f} s] {task}: warm start ({s.warmstart_steps} SFT steps)", flush=True)
         students[task] = warm_start(s, task)
         warm_summary = json.loads((students[task].parent / "summary.json").read_text())
-        warm_accuracy[task] = warm_summary["eval"]["before"].get("accuracy")
+        warm_metrics[task] = warm_summary["eval"]["before"]
 
     jobs = [(task, row, seed) for task, row in plan for seed in s.seeds]
     reused = sum((s.out / "runs" / task / row.name / f"seed{seed}" / "summary.json").exists() for task, row, seed in jobs)
     results: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    signals: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
+
+    def elapsed() -> str:
+        return f"[{time.perf_counter() - s.started:6.0f} s]"
+
+    def run_signal(task: str) -> None:
+        try:
+            signals[task] = run_purld_signal(s.out / "signal" / task, signal_overrides(s, task, students[task]), threads)
+        except RuntimeError as error:
+            failures.append(str(error))
+            print(f"FAILED {error}", file=sys.stderr, flush=True)
+            return
+        best = max(signals[task]["rankers"].items(), key=lambda item: item[1]["kendall_tau"]["mean"] if item[1]["kendall_tau"]["n"] else -2)
+        print(f"{elapsed()} {task} signal: best Kendall τ {best[1]['kendall_tau']['mean']:.2f} ({best[0]})", flush=True)
 
     def run(job: tuple[str, Row, int]) -> None:
         task, row, seed = job
@@ -370,18 +564,29 @@ def main(argv: list[str] | None = None) -> int:
             return
         results.setdefault((task, row.name), {})[seed] = seed_result(run_dir, summary)
         accuracy = summary["eval"]["after"].get("accuracy")
-        print(f"[{time.perf_counter() - s.started:6.0f} s] {task} {row.name} seed {seed}: held-out accuracy {accuracy:.3f}", flush=True)
+        print(f"{elapsed()} {task} {row.name} seed {seed}: held-out accuracy {accuracy:.3f}", flush=True)
 
-    with ThreadPoolExecutor(max_workers=s.jobs) as pool:
-        list(pool.map(run, jobs))
+    with ThreadPoolExecutor(max_workers=s.jobs) as pool:  # the signal tables first: they need no training
+        list(pool.map(lambda job: run_signal(job) if isinstance(job, str) else run(job),
+                      [*(s.tasks if s.signal_prompts else []), *jobs]))
 
     entries = [summarize(task, row, results[(task, row.name)]) for task, row in plan if (task, row.name) in results]
-    table = markdown_table(entries, warm_accuracy)
-    command = "python scripts/evidence.py" + (" --quick" if args.quick else "")
+    signals = {task: signals[task] for task in s.tasks if task in signals}
+    table = markdown_table(entries, warm_metrics)
+    judge = (f"`{s.judge_model}` asked which response is better, in both orders (judge=hf)" if s.judge_model
+             else "the lexical ranker (ROUGE-L to the anchor, so an answer can at best tie it: ½)")
+    tables = f"Win rate against the anchor judged by {judge}.\n\n{table}" if entries else ""
+    if signals:
+        tables = f"**The signal alone** (no training):\n\n{signal_table(signals)}\n\n**Training** from the warm start:\n\n{tables}"
+    command = "python scripts/evidence.py" + (" --real" if args.real else "") + (" --quick" if args.quick else "")
     report = {
         "command": " ".join(["python", "scripts/evidence.py", *(argv if argv is not None else sys.argv[1:])]),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items() if k != "started"},
-        "warm_start_accuracy": warm_accuracy,
+        "suite": s.suite.name,
+        "judge": judge,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items() if k not in ("started", "suite")},
+        "warm_start_accuracy": {task: metrics.get("accuracy") for task, metrics in warm_metrics.items()},
+        "warm_start": warm_metrics,
+        "signal": {task: {key: value for key, value in report.items() if key != "examples"} for task, report in signals.items()},
         "rows": entries,
         "failed_runs": failures,
         "wall_minutes": round((time.perf_counter() - s.started) / 60, 1),  # this invocation; finished runs were reused
@@ -392,11 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     report["invocations"] = [*earlier, {"wall_minutes": report["wall_minutes"], "runs": len(jobs), "runs_reused": reused,
                                         "failed": len(failures)}]
     previous.write_text(json.dumps(report, indent=2))
-    (s.out / "evidence.md").write_text(table + "\n")
-    plot_curves(entries, s.out / "accuracy_curves.png")
+    (s.out / "evidence.md").write_text(tables + "\n")
+    if entries:
+        plot_curves(entries, s.out / "accuracy_curves.png")
     if args.readme:
-        write_readme(args.readme, table, command)
-    print(table)
+        write_readme(args.readme, tables, command, s.suite.markers)
+    print(tables)
     print(f"{report['wall_minutes']} min · {len(jobs) - len(failures)}/{len(jobs)} runs ({reused} reused) · → {s.out / 'evidence.json'}")
     if failures:
         print(f"{len(failures)} run(s) failed; run the same command again to retry them (finished runs are kept)", file=sys.stderr)

@@ -74,3 +74,74 @@ def test_an_output_directory_keeps_one_setting(tmp_path, monkeypatch):
                                                          "temperature": 0.7, "eval_prompts": 512, "eval_every": 25}))
     with pytest.raises(SystemExit, match="steps: 100 there, 7 now"):
         evidence.main(["--out", str(tmp_path), "--steps", "7"])
+
+
+def test_the_real_suite_and_its_quick_path_have_their_own_tasks_rows_and_budget():
+    full, _ = evidence.parse_args(["--real"])
+    assert full.suite is evidence.REAL and full.tasks == ["word_problems", "constraints"]
+    assert (full.out, full.seeds, full.signal_prompts, full.eval_prompts) == (Path("outputs/evidence/real"), [0, 1, 2], 200, 128)
+    quick, _ = evidence.parse_args(["--real", "--quick", "--steps", "3"])
+    assert quick.tasks == ["word_problems"] and quick.seeds == [0] and quick.steps == 3 and quick.ablation_task is None
+    assert "grpo-self_judge" in quick.rows and quick.out == Path("outputs/evidence/real_quick")
+    with pytest.raises(SystemExit):
+        evidence.parse_args(["--real", "--tasks", "sort"])  # a toy task is not in the real suite
+
+
+@pytest.mark.parametrize("task", ["word_problems", "constraints"])
+def test_every_real_run_composes_into_a_valid_config(task, monkeypatch, tmp_path):
+    """The overrides the real suite passes (warm start, signal, each row) compose against conf/ and pass check_config:
+    constraints removes experiment=smollm2's task.max_operand, the rows replace the GGUF student by the warm start."""
+    from hydra import compose, initialize_config_dir
+
+    from purld.cli.checks import check_config
+    from purld.cli.train import CONFIG_DIR
+
+    s, _ = evidence.parse_args(["--real", "--out", str(tmp_path), "--judge-model", str(tmp_path / "judge")])
+    student = tmp_path / "runs" / task / "warmstart" / "student"
+    student.mkdir(parents=True)
+    rows = [*evidence.comparison_rows(evidence.REAL.rankers), *evidence.real_ablation_rows(4, 0.7)]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        for row in rows:
+            cfg = compose("config", overrides=evidence.row_overrides(s, task, row, 0, student))
+            check_config(cfg)
+            assert cfg.student.model_name_or_path == str(student) and cfg.student.gguf_file is None
+            assert cfg.eval.judge.teacher.model_name_or_path == str(tmp_path / "judge")
+        assert compose("config", overrides=evidence.signal_overrides(s, task, student)).rollout.num_candidates == 8
+        assert compose("config", overrides=[*evidence.REAL.tasks[task], *evidence.common_overrides(s)]).task.num_heldout > 0
+
+
+def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_training_table(tmp_path, monkeypatch):
+    figure = {"mean": 0.4, "low": 0.3, "high": 0.5, "n": 10}
+    signal = {"prompts": 10, "candidates_per_prompt": 8, "temperature": 0.1, "bootstrap": {"confidence": 0.95},
+              "chance": figure, "rankers": {"embedding": {"kendall_tau": figure, "top1_oracle_accuracy": figure,
+                                                          "q_mass_on_correct": figure, "seconds": 3.0}},
+              "examples": [{"prompt": "x"}]}
+    order = []
+
+    def fake_signal(run_dir, overrides, threads):
+        order.append("signal")
+        assert f"checkpoint={tmp_path / 'runs' / 'word_problems' / 'warmstart' / 'student'}" in overrides
+        return signal
+
+    def fake_train(run_dir, overrides, threads):
+        order.append(run_dir.name)
+        if run_dir.name == "warmstart":
+            (run_dir / "student").mkdir(parents=True)
+            (run_dir / "summary.json").write_text(json.dumps({"eval": {"before": {"accuracy": 0.6, "win_rate_lc": 0.3}}}))
+        return {"eval": {"before": {"accuracy": 0.6}, "after": {"accuracy": 0.62, "win_rate": 0.4, "win_rate_lc": 0.35, "length": 8.0}},
+                "global_step": 2}
+
+    monkeypatch.setattr(evidence, "run_purld_signal", fake_signal)
+    monkeypatch.setattr(evidence, "run_purld_train", fake_train)
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- evidence:start -->\ntoy\n<!-- evidence:end -->\n<!-- evidence-real:start -->\nold\n<!-- evidence-real:end -->\n")
+    status = evidence.main(["--real", "--out", str(tmp_path), "--tasks", "word_problems", "--seeds", "0", "--rows", "sft",
+                            "--jobs", "1", "--readme", str(readme)])
+    assert status == 0 and order == ["warmstart", "signal", "seed0"]
+    report = json.loads((tmp_path / "evidence.json").read_text())
+    assert report["suite"] == "real" and "examples" not in report["signal"]["word_problems"]
+    assert report["rows"][0]["win_rate_lc"]["mean"] == 0.35
+    text = readme.read_text()
+    assert "toy" in text and "old" not in text  # only the real block is rewritten
+    assert "| word_problems | embedding | 0.40 [0.30, 0.50] |" in text and "judged by the lexical ranker" in text
+    assert "| word_problems | warm start (shared) | | 60.0 | — | 30.0 |" in text  # the LC win rate gets its column
