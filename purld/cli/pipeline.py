@@ -241,7 +241,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # Held-out evaluation runs on rank 0 only; other ranks go on to the next fit and wait for it there.
     before: dict[str, float] = {}
-    if is_rank_zero:
+    if is_rank_zero and cfg.eval.get("before", True):
         with clock("eval_before"):
             before_file = output_dir / "eval_before.json"
             before = json.loads(before_file.read_text()) if cfg.resume and before_file.exists() else held_out_metrics()
@@ -293,8 +293,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not is_rank_zero:
         return {}
 
-    with clock("eval_after"):
-        after = held_out_metrics()
+    if global_step == 0 and before:  # no PU-RLD step: the student is the one just evaluated (greedy, same answers)
+        after = before
+    else:
+        with clock("eval_after"):
+            after = held_out_metrics()
     save_student(model, tokenizer, output_dir / "student")
     fill = datamodule.fill_stats
     summary = {

@@ -17,12 +17,14 @@ def _ordered(names) -> list[str]:
 def print_before_after(before: dict[str, float], after: dict[str, float], summary: dict[str, Any]) -> None:
     table = Table(title=f"held-out evaluation ({summary['choices'].get('loss')} · ranker={summary['choices'].get('ranker')})")
     table.add_column("metric")
-    table.add_column("after warm start", justify="right")
+    if before:
+        table.add_column("after warm start", justify="right")
     table.add_column("after PU-RLD", justify="right")
-    table.add_column("Δ", justify="right")
+    if before:  # eval.before=false: only the student as trained
+        table.add_column("Δ", justify="right")
     for name in _ordered(before.keys() | after.keys()):
         b, a = before.get(name, float("nan")), after.get(name, float("nan"))
-        table.add_row(name, f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}")
+        table.add_row(name, *([f"{b:.4f}", f"{a:.4f}", f"{a - b:+.4f}"] if before else [f"{a:.4f}"]))
     console = Console()
     console.print(table)
     seconds = summary["seconds"]

@@ -178,3 +178,22 @@ def test_quickstart_benchmark_script_smoke(tmp_path, cache):
     assert report["median_wall_s"] > 0 and report["max_peak_rss_mb"] > 0
     assert report["runs"][0]["accuracy_before"] is not None
     assert (out.with_suffix("") / "run0" / "summary.json").exists()
+
+
+def test_a_warm_start_alone_is_evaluated_once(tmp_path, cache):
+    """trainer.max_steps=0 (a warm start saved for later runs): no PU-RLD step changed the student, so the held-out
+    evaluation after it is the one before, not a second pass over the same prompts."""
+    run_dir = tmp_path / "run"
+    run("train", *SMALL, cache, "trainer.max_steps=0", f"hydra.run.dir={run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 0 and summary["eval"]["after"] == summary["eval"]["before"] != {}
+    assert "eval_before" in summary["seconds"] and "eval_after" not in summary["seconds"]
+
+
+def test_eval_before_false_skips_the_evaluation_of_an_already_evaluated_student(tmp_path, cache):
+    run_dir = tmp_path / "run"
+    result = run("train", *SMALL, cache, "eval.before=false", f"hydra.run.dir={run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval"]["before"] == {} and "accuracy" in summary["eval"]["after"]
+    assert "eval_before" not in summary["seconds"] and not (run_dir / "eval_before.json").exists()
+    assert "after PU-RLD" in result.stdout and "after warm start" not in result.stdout
