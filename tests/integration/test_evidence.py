@@ -106,8 +106,10 @@ def test_every_real_run_composes_into_a_valid_config(task, monkeypatch, tmp_path
             check_config(cfg)
             assert cfg.student.model_name_or_path == str(student) and cfg.student.gguf_file is None
             assert cfg.eval.judge.teacher.model_name_or_path == str(tmp_path / "judge")
-        assert compose("config", overrides=evidence.signal_overrides(s, task, student)).rollout.num_candidates == 8
-        assert compose("config", overrides=[*evidence.REAL.tasks[task], *evidence.common_overrides(s)]).task.num_heldout > 0
+        signal = compose("config", overrides=evidence.signal_overrides(s, task, student))
+        check_config(signal)
+        assert signal.rollout.num_candidates == 8
+        check_config(compose("config", overrides=[*evidence.REAL.tasks[task], *evidence.common_overrides(s), "trainer.max_steps=0"]))
 
 
 def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_training_table(tmp_path, monkeypatch):
@@ -145,3 +147,22 @@ def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_traini
     assert "toy" in text and "old" not in text  # only the real block is rewritten
     assert "| word_problems | embedding | 0.40 [0.30, 0.50] |" in text and "judged by the lexical ranker" in text
     assert "| word_problems | warm start (shared) | | 60.0 | — | 30.0 |" in text  # the LC win rate gets its column
+
+
+def test_the_criterion_reads_the_share_of_the_sft_to_oracle_gap_that_a_self_ranker_closes():
+    def entry(task, row, ranker, accuracy, tau=None):
+        return {"task": task, "row": row, "ranker": ranker, "ablation": None,
+                "accuracy": {"mean": accuracy, "std": None}, "rank/kendall_tau": {"mean": tau, "std": None}}
+
+    entries = [
+        entry("a", "sft", None, 0.60), entry("a", "grpo-oracle", "oracle", 0.70, 1.0),
+        entry("a", "grpo-self_judge", "self_judge", 0.66, 0.55), entry("a", "grpo-likelihood", "likelihood", 0.66, 0.2),
+        entry("a", "grpo-embedding", "embedding", 0.70, 0.6),  # not a self-ranker: not judged
+        entry("b", "sft", None, 0.60), entry("b", "grpo-oracle", "oracle", 0.58, 1.0), entry("b", "grpo-likelihood", "likelihood", 0.61, 0.6),
+    ]
+    verdicts = {(v["task"], v["row"]): v for v in evidence.criterion(entries)}
+    assert set(verdicts) == {("a", "grpo-self_judge"), ("a", "grpo-likelihood"), ("b", "grpo-likelihood")}
+    assert verdicts[("a", "grpo-self_judge")]["gap_closed"] == pytest.approx(0.6) and verdicts[("a", "grpo-self_judge")]["met"]
+    assert not verdicts[("a", "grpo-likelihood")]["met"]  # closes the gap, but its τ is 0.2
+    assert verdicts[("b", "grpo-likelihood")]["gap_closed"] is None and not verdicts[("b", "grpo-likelihood")]["met"]
+    assert "undefined (oracle GRPO does not beat SFT)" in evidence.criterion_lines(list(verdicts.values()))
