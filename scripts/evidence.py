@@ -125,6 +125,46 @@ def real_ablation_rows(num_candidates: int, temperature: float) -> list[Row]:
     ]
 
 
+JUDGE_REFERENCE_LAST = ("You are grading an answer against a reference answer.\n\n[Task]\n{prompt}\n\n[Candidate answer]\n{candidate}"
+                        "\n\n[Reference answer]\n{anchor}\n\nDoes the candidate answer reach the same final result as the "
+                        "reference answer? Reply Yes or No.\nReply: ")
+JUDGE_SAME_NUMBER = ("[Question]\n{prompt}\n\n[Correct answer]\n{anchor}\n\n[Student answer]\n{candidate}\n\n"
+                     "Is the student's final answer the same as the correct answer? Reply Yes or No.\nReply: ")
+
+
+LIKELIHOOD_ANCHOR_AFTER = "{prompt}\nReference answer: {anchor}"
+
+
+def quoted(text: str) -> str:
+    """`text` as one Hydra override value: braces, newlines and apostrophes kept as written."""
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class SignalVariant:
+    """One change to a ranker, scored on the frozen warm start's samples (`purld-signal`, train prompts only)."""
+
+    name: str
+    ranker: str
+    overrides: tuple[str, ...]
+    ablation: str
+
+
+def real_signal_ablation() -> list[SignalVariant]:
+    """Why a self-ranker does or does not see correctness: where the anchor sits in its prompt, and what the judge is
+    asked. Each variant scores the same samples as the others (the same prompts, seed and student)."""
+    return [
+        SignalVariant("self_judge", "self_judge", (), "self_judge as configured (reference before the candidate)"),
+        SignalVariant("self_judge-reference-last", "self_judge", (f"ranker.template={quoted(JUDGE_REFERENCE_LAST)}",),
+                      "self_judge, the reference after the candidate"),
+        SignalVariant("self_judge-same-number", "self_judge", (f"ranker.template={quoted(JUDGE_SAME_NUMBER)}",),
+                      "self_judge asked whether the final answers are the same (reference labelled correct)"),
+        SignalVariant("likelihood", "likelihood", (), "likelihood as configured (the anchor before the prompt)"),
+        SignalVariant("likelihood-anchor-after", "likelihood", (f"ranker.anchor_template={quoted(LIKELIHOOD_ANCHOR_AFTER)}",),
+                      "likelihood, the anchor after the prompt"),
+    ]
+
+
 def lexical_judge() -> list[str]:
     return ["eval.judge={_target_:purld.ranking.LexicalRanker}"]
 
@@ -146,6 +186,7 @@ class Suite:
     defaults: dict[str, Any]  # argparse defaults for this suite
     quick: dict[str, Any]  # and what --quick changes
     signal: bool = False  # score the frozen warm start's samples with every ranker first (purld-signal)
+    signal_ablation: Callable[[], list[SignalVariant]] = list  # ranker variants scored the same way, on the ablation task
     markers: tuple[str, str] = README_MARKERS
 
 
@@ -173,10 +214,12 @@ REAL = Suite(
     quick={"out": Path("outputs/evidence/real_quick"), "seeds": "0", "steps": 4, "signal_prompts": 40, "eval_prompts": 64,
            "tasks": "word_problems", "no_ablation": True, "rows": "sft,grpo-self_judge,grpo-oracle,grpo-random"},
     signal=True,
+    signal_ablation=real_signal_ablation,
     markers=REAL_MARKERS,
 )
 SUITES = {suite.name: suite for suite in (TOY, REAL)}
-SIGNAL_CANDIDATES = 8  # K of the signal tables (the issue's), whatever K the training rows use
+SIGNAL_CANDIDATES = 8  # K of the signal tables, whatever K the training rows use
+SIGNAL_ABLATION_PROMPTS = 64  # train prompts of each ranker variant (each variant samples them again: same seed, same samples)
 
 
 @dataclass
@@ -246,7 +289,7 @@ def warm_start(s: Settings, task: str) -> Path:
     return run_dir / "student"
 
 
-def signal_overrides(s: Settings, task: str, student: Path) -> list[str]:
+def signal_overrides(s: Settings, task: str, student: Path, num_prompts: int | None = None) -> list[str]:
     """`purld-signal` on the frozen warm start: every ranker that applies scores the same K = 8 samples."""
     return [
         *s.suite.tasks[task],
@@ -254,9 +297,14 @@ def signal_overrides(s: Settings, task: str, student: Path) -> list[str]:
         f"checkpoint={student}",
         f"rollout.num_candidates={SIGNAL_CANDIDATES}",
         f"rollout.temperature={s.temperature}",
-        f"signal.num_prompts={s.signal_prompts}",
+        f"signal.num_prompts={num_prompts or s.signal_prompts}",
         "seed=0",
     ]
+
+
+def signal_variant_overrides(s: Settings, task: str, student: Path, variant: SignalVariant) -> list[str]:
+    prompts = min(SIGNAL_ABLATION_PROMPTS, s.signal_prompts)
+    return [*signal_overrides(s, task, student, prompts), f"ranker={variant.ranker}", *variant.overrides, f"signal.rankers=[{variant.ranker}]"]
 
 
 def row_overrides(s: Settings, task: str, row: Row, seed: int, student: Path) -> list[str]:
@@ -438,6 +486,16 @@ def signal_table(signals: dict[str, dict[str, Any]]) -> str:
     return caption + "\n\n" + "\n".join(lines)
 
 
+def signal_ablation_table(variants: list[dict[str, Any]]) -> str:
+    first = variants[0]
+    lines = [f"Ranker variants on the frozen warm start ({first['task']}, {first['prompts']} train prompts × {SIGNAL_CANDIDATES} "
+             f"samples, the same samples for each; chance {interval(first['chance'], True)} %):", "",
+             "| ranker variant | Kendall τ vs oracle | top-1 correct % | q mass on correct |", "| --- | --- | --- | --- |"]
+    lines += [f"| {v['ablation']} | {interval(v['kendall_tau'])} | {interval(v['top1_oracle_accuracy'], True)} "
+              f"| {interval(v['q_mass_on_correct'])} |" for v in variants]
+    return "\n".join(lines)
+
+
 def mean_curve(results: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     by_step: dict[int, list[float]] = {}
     for result in results:
@@ -575,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     reused = sum((s.out / "runs" / task / row.name / f"seed{seed}" / "summary.json").exists() for task, row, seed in jobs)
     results: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     signals: dict[str, dict[str, Any]] = {}
+    signal_ablation: dict[str, dict[str, Any]] = {}
+    variants = s.suite.signal_ablation() if s.ablation_task and s.signal_prompts else []
     failures: list[str] = []
 
     def elapsed() -> str:
@@ -590,6 +650,21 @@ def main(argv: list[str] | None = None) -> int:
         best = max(signals[task]["rankers"].items(), key=lambda item: item[1]["kendall_tau"]["mean"] if item[1]["kendall_tau"]["n"] else -2)
         print(f"{elapsed()} {task} signal: best Kendall τ {best[1]['kendall_tau']['mean']:.2f} ({best[0]})", flush=True)
 
+    def run_signal_variant(variant: SignalVariant) -> None:
+        task = s.ablation_task
+        try:
+            report = run_purld_signal(s.out / "signal" / task / "ablation" / variant.name,
+                                      signal_variant_overrides(s, task, students[task], variant), threads)
+        except RuntimeError as error:
+            failures.append(str(error))
+            print(f"FAILED {error}", file=sys.stderr, flush=True)
+            return
+        figures = report["rankers"][variant.ranker]
+        signal_ablation[variant.name] = {"task": task, "ranker": variant.ranker, "ablation": variant.ablation,
+                                         "overrides": list(variant.overrides), "prompts": report["prompts"],
+                                         "chance": report["chance"], **figures}
+        print(f"{elapsed()} {task} signal ablation {variant.name}: Kendall τ {figures['kendall_tau']['mean']:.2f}", flush=True)
+
     def run(job: tuple[str, Row, int]) -> None:
         task, row, seed = job
         run_dir = s.out / "runs" / task / row.name / f"seed{seed}"
@@ -603,9 +678,16 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = summary["eval"]["after"].get("accuracy")
         print(f"{elapsed()} {task} {row.name} seed {seed}: held-out accuracy {accuracy:.3f}", flush=True)
 
+    def dispatch(job: str | tuple[str, Row, int] | SignalVariant) -> None:
+        if isinstance(job, str):
+            run_signal(job)
+        elif isinstance(job, SignalVariant):
+            run_signal_variant(job)
+        else:
+            run(job)
+
     with ThreadPoolExecutor(max_workers=s.jobs) as pool:  # the signal tables first: they need no training
-        list(pool.map(lambda job: run_signal(job) if isinstance(job, str) else run(job),
-                      [*(s.tasks if s.signal_prompts else []), *jobs]))
+        list(pool.map(dispatch, [*(s.tasks if s.signal_prompts else []), *jobs, *variants]))
 
     entries = [summarize(task, row, results[(task, row.name)]) for task, row in plan if (task, row.name) in results]
     signals = {task: signals[task] for task in s.tasks if task in signals}
@@ -613,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     judge = (f"`{s.judge_model}` asked which response is better, in both orders (judge=hf)" if s.judge_model
              else "the lexical ranker (ROUGE-L to the anchor, so an answer can at best tie it: ½)")
     tables = f"Win rate against the anchor judged by {judge}.\n\n{table}" if entries else ""
+    if signal_ablation:
+        tables += "\n\n" + signal_ablation_table([signal_ablation[v.name] for v in variants if v.name in signal_ablation])
     verdicts = criterion(entries)
     if verdicts:
         tables += "\n\n" + criterion_lines(verdicts)
@@ -628,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm_start": warm_metrics,
         "signal": {task: {key: value for key, value in report.items() if key != "examples"} for task, report in signals.items()},
         "rows": entries,
+        "signal_ablation": [signal_ablation[v.name] for v in variants if v.name in signal_ablation],
         "criterion": {"text": CRITERION, "verdicts": verdicts},
         "failed_runs": failures,
         "wall_minutes": round((time.perf_counter() - s.started) / 60, 1),  # this invocation; finished runs were reused

@@ -110,6 +110,14 @@ def test_every_real_run_composes_into_a_valid_config(task, monkeypatch, tmp_path
         check_config(signal)
         assert signal.rollout.num_candidates == 8
         check_config(compose("config", overrides=[*evidence.REAL.tasks[task], *evidence.common_overrides(s), "trainer.max_steps=0"]))
+        for variant in evidence.real_signal_ablation():
+            cfg = compose("config", overrides=evidence.signal_variant_overrides(s, task, student, variant))
+            check_config(cfg)
+            assert list(cfg.signal.rankers) == [variant.ranker] and "{anchor}" in cfg.ranker.get("template", cfg.ranker.get("anchor_template"))
+        variants = evidence.real_signal_ablation()
+        for variant, template in ((variants[1], evidence.JUDGE_REFERENCE_LAST), (variants[2], evidence.JUDGE_SAME_NUMBER)):
+            cfg = compose("config", overrides=evidence.signal_variant_overrides(s, task, student, variant))
+            assert cfg.ranker.template == template  # newlines, braces and apostrophes arrive as written
 
 
 def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_training_table(tmp_path, monkeypatch):
@@ -123,6 +131,10 @@ def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_traini
     def fake_signal(run_dir, overrides, threads):
         order.append("signal")
         assert f"checkpoint={tmp_path / 'runs' / 'word_problems' / 'warmstart' / 'student'}" in overrides
+        named = [o.split("=", 1)[1].strip("[]") for o in overrides if o.startswith("signal.rankers=")]
+        if named:  # a ranker variant of the ablation: that ranker alone, on fewer prompts
+            assert "signal.num_prompts=64" in overrides
+            return {**signal, "prompts": 64, "rankers": {named[0]: signal["rankers"]["embedding"]}}
         return signal
 
     def fake_train(run_dir, overrides, threads):
@@ -139,12 +151,14 @@ def test_the_real_suite_scores_the_signal_first_and_reports_it_beside_the_traini
     readme.write_text("a\n<!-- evidence:start -->\ntoy\n<!-- evidence:end -->\n<!-- evidence-real:start -->\nold\n<!-- evidence-real:end -->\n")
     status = evidence.main(["--real", "--out", str(tmp_path), "--tasks", "word_problems", "--seeds", "0", "--rows", "sft",
                             "--jobs", "1", "--readme", str(readme)])
-    assert status == 0 and order == ["warmstart", "signal", "seed0"]
+    assert status == 0 and order == ["warmstart", "signal", "seed0", *["signal"] * 5]
     report = json.loads((tmp_path / "evidence.json").read_text())
+    assert [v["ranker"] for v in report["signal_ablation"]] == ["self_judge"] * 3 + ["likelihood"] * 2
     assert report["suite"] == "real" and "examples" not in report["signal"]["word_problems"]
     assert report["rows"][0]["win_rate_lc"]["mean"] == 0.35
     text = readme.read_text()
     assert "toy" in text and "old" not in text  # only the real block is rewritten
+    assert "| self_judge, the reference after the candidate | 0.40 [0.30, 0.50] |" in text
     assert "| word_problems | embedding | 0.40 [0.30, 0.50] |" in text and "judged by the lexical ranker" in text
     assert "| word_problems | warm start (shared) | | 60.0 | — | 30.0 |" in text  # the LC win rate gets its column
 
