@@ -398,7 +398,7 @@ def cell(stat: dict[str, float | None], percent: bool = False, digits: int = 2) 
 def markdown_table(entries: list[dict[str, Any]], warm: dict[str, dict[str, Any]]) -> str:
     """The comparison table (mean ± standard deviation over seeds), then the ablation's. `warm`: each task's warm
     start metrics; the length-controlled win rate gets a column where a judge measured one."""
-    with_lc = any(e["win_rate_lc"]["mean"] is not None for e in entries)
+    with_lc = any(e.get("win_rate_lc", {}).get("mean") is not None for e in entries)  # older reports have none
     lc_header, lc_rule = (" LC win rate % |", " --- |") if with_lc else ("", "")
     lines = [
         f"| task | method | ranker | held-out accuracy % | win rate vs anchor % |{lc_header} mean length | Kendall τ | top-1 correct % "
@@ -431,33 +431,41 @@ def markdown_table(entries: list[dict[str, Any]], warm: dict[str, dict[str, Any]
 
 
 SELF_RANKERS = ("self_judge", "likelihood")  # the paper's self-ranking: the student reads the anchor itself
+LEXICAL_JUDGE = "the lexical ranker (ROUGE-L to the anchor, so an answer can at best tie it: ½)"
 CRITERION = "PU-RLD with a self-ranker closes at least half of the gap between SFT only and oracle GRPO, with τ ≥ 0.5"
 
 
+MIN_GAP = 0.01  # oracle GRPO must beat SFT by a point of held-out accuracy for a share of that gap to mean anything
+
+
 def criterion(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task and self-ranker PU-RLD row: the share of the SFT → oracle-GRPO gap in held-out accuracy that it closes
-    ((row − SFT) / (oracle − SFT), seed means), its mean τ, and whether both meet the mark. The gap is undefined where
-    oracle GRPO does not beat SFT: then nothing is there to close."""
+    """Per task and self-ranker PU-RLD row: its held-out accuracy minus SFT's and oracle GRPO's minus SFT's (seed
+    means), the share of that gap it closes, its mean τ, and whether both meet the mark. The share is undefined where
+    oracle GRPO is not a point above SFT: then there is no gap to close, and the row can at best match SFT."""
     verdicts = []
     for task in dict.fromkeys(e["task"] for e in entries):
         by_row = {e["row"]: e for e in entries if e["task"] == task and not e["ablation"]}
         sft, oracle = (by_row.get(name, {}).get("accuracy", {}).get("mean") for name in ("sft", "grpo-oracle"))
         for e in (e for e in by_row.values() if e["ranker"] in SELF_RANKERS):
             accuracy, tau = e["accuracy"]["mean"], e["rank/kendall_tau"]["mean"]
-            gap = None if sft is None or oracle is None or oracle <= sft else (accuracy - sft) / (oracle - sft)
-            verdicts.append({"task": task, "row": e["row"], "gap_closed": gap, "kendall_tau": tau,
-                             "met": gap is not None and gap >= 0.5 and tau is not None and tau >= 0.5})
+            over_sft = None if sft is None or accuracy is None else accuracy - sft
+            gap = None if sft is None or oracle is None else oracle - sft
+            share = over_sft / gap if over_sft is not None and gap is not None and gap >= MIN_GAP else None
+            verdicts.append({"task": task, "row": e["row"], "over_sft": over_sft, "oracle_over_sft": gap, "gap_closed": share,
+                             "kendall_tau": tau, "met": share is not None and share >= 0.5 and tau is not None and tau >= 0.5})
     return verdicts
 
 
 def criterion_lines(verdicts: list[dict[str, Any]]) -> str:
-    def share(value: float | None) -> str:
-        return "undefined (oracle GRPO does not beat SFT)" if value is None else f"{value:+.2f}"
+    def points(value: float | None) -> str:
+        return "—" if value is None else f"{100 * value:+.1f}"
 
     lines = [f"Criterion: {CRITERION}."]
-    lines += [f"- {v['task']}, {v['row']}: gap closed {share(v['gap_closed'])}, τ "
-              f"{'—' if v['kendall_tau'] is None else format(v['kendall_tau'], '.2f')}: **{'met' if v['met'] else 'not met'}**"
-              for v in verdicts]
+    for v in verdicts:
+        share = "no gap to close" if v["gap_closed"] is None else f"gap closed {v['gap_closed']:+.2f}"
+        tau = "—" if v["kendall_tau"] is None else f"{v['kendall_tau']:.2f}"
+        lines.append(f"- {v['task']}, {v['row']}: {points(v['over_sft'])} points over SFT, oracle GRPO {points(v['oracle_over_sft'])}; "
+                     f"{share}; τ {tau}: **{'met' if v['met'] else 'not met'}**")
     return "\n".join(lines)
 
 
@@ -494,6 +502,23 @@ def signal_ablation_table(variants: list[dict[str, Any]]) -> str:
     lines += [f"| {v['ablation']} | {interval(v['kendall_tau'])} | {interval(v['top1_oracle_accuracy'], True)} "
               f"| {interval(v['q_mass_on_correct'])} |" for v in variants]
     return "\n".join(lines)
+
+
+def render(report: dict[str, Any]) -> str:
+    """The tables README.md shows, from an evidence.json alone (so that a test can check README against the JSON):
+    the signal tables where there are any, the training table, the signal ablation, the criterion."""
+    warm = report.get("warm_start") or {task: {"accuracy": value} for task, value in report["warm_start_accuracy"].items()}
+    tables = ""
+    if report["rows"]:
+        tables = f"Win rate against the anchor judged by {report.get('judge', LEXICAL_JUDGE)}.\n\n{markdown_table(report['rows'], warm)}"
+    if report.get("signal_ablation"):
+        tables += "\n\n" + signal_ablation_table(report["signal_ablation"])
+    verdicts = criterion(report["rows"])
+    if verdicts:
+        tables += "\n\n" + criterion_lines(verdicts)
+    if report.get("signal"):
+        tables = f"**The signal alone** (no training):\n\n{signal_table(report['signal'])}\n\n**Training** from the warm start:\n\n{tables}"
+    return tables
 
 
 def mean_curve(results: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -570,6 +595,8 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--readme", type=Path, default=None, help="also write the tables into this README's evidence block")
+    parser.add_argument("--render", type=Path, default=None, help="print the tables of this evidence.json (runs nothing); with "
+                        "--readme, write them into its block")
     known, _ = parser.parse_known_args(argv)
     suite = REAL if known.real else TOY
     parser.set_defaults(**{"tasks": ",".join(suite.tasks), **suite.defaults, **(suite.quick if known.quick else {})})
@@ -607,8 +634,19 @@ def check_same_settings(s: Settings) -> None:
     path.write_text(json.dumps(current, indent=2))
 
 
+def render_command(path: Path) -> str:
+    return f"python scripts/evidence.py --render {path}"
+
+
 def main(argv: list[str] | None = None) -> int:
     s, args = parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+        tables = render(report)
+        if args.readme:
+            write_readme(args.readme, tables, render_command(args.render), SUITES[report.get("suite", "toy")].markers)
+        print(tables)
+        return 0
     s.out.mkdir(parents=True, exist_ok=True)
     check_same_settings(s)
     threads = max(1, (os.cpu_count() or 1) // s.jobs)
@@ -691,18 +729,7 @@ def main(argv: list[str] | None = None) -> int:
 
     entries = [summarize(task, row, results[(task, row.name)]) for task, row in plan if (task, row.name) in results]
     signals = {task: signals[task] for task in s.tasks if task in signals}
-    table = markdown_table(entries, warm_metrics)
-    judge = (f"`{s.judge_model}` asked which response is better, in both orders (judge=hf)" if s.judge_model
-             else "the lexical ranker (ROUGE-L to the anchor, so an answer can at best tie it: ½)")
-    tables = f"Win rate against the anchor judged by {judge}.\n\n{table}" if entries else ""
-    if signal_ablation:
-        tables += "\n\n" + signal_ablation_table([signal_ablation[v.name] for v in variants if v.name in signal_ablation])
-    verdicts = criterion(entries)
-    if verdicts:
-        tables += "\n\n" + criterion_lines(verdicts)
-    if signals:
-        tables = f"**The signal alone** (no training):\n\n{signal_table(signals)}\n\n**Training** from the warm start:\n\n{tables}"
-    command = "python scripts/evidence.py" + (" --real" if args.real else "") + (" --quick" if args.quick else "")
+    judge = f"`{s.judge_model}` asked which response is better, in both orders (judge=hf)" if s.judge_model else LEXICAL_JUDGE
     report = {
         "command": " ".join(["python", "scripts/evidence.py", *(argv if argv is not None else sys.argv[1:])]),
         "suite": s.suite.name,
@@ -713,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         "signal": {task: {key: value for key, value in report.items() if key != "examples"} for task, report in signals.items()},
         "rows": entries,
         "signal_ablation": [signal_ablation[v.name] for v in variants if v.name in signal_ablation],
-        "criterion": {"text": CRITERION, "verdicts": verdicts},
+        "criterion": {"text": CRITERION, "verdicts": criterion(entries)},
         "failed_runs": failures,
         "wall_minutes": round((time.perf_counter() - s.started) / 60, 1),  # this invocation; finished runs were reused
         "runs_reused": reused,
@@ -723,11 +750,12 @@ def main(argv: list[str] | None = None) -> int:
     report["invocations"] = [*earlier, {"wall_minutes": report["wall_minutes"], "runs": len(jobs), "runs_reused": reused,
                                         "failed": len(failures)}]
     previous.write_text(json.dumps(report, indent=2))
+    tables = render(report)
     (s.out / "evidence.md").write_text(tables + "\n")
     if entries:
         plot_curves(entries, s.out / "accuracy_curves.png")
     if args.readme:
-        write_readme(args.readme, tables, command, s.suite.markers)
+        write_readme(args.readme, tables, render_command(previous), s.suite.markers)
     print(tables)
     print(f"{report['wall_minutes']} min · {len(jobs) - len(failures)}/{len(jobs)} runs ({reused} reused) · → {s.out / 'evidence.json'}")
     if failures:

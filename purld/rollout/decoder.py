@@ -17,7 +17,7 @@ CUDA its step is captured once as a CUDA graph and replayed per token: one launc
 Students whose layers follow Llama's pattern: Llama, Mistral (without a sliding window shorter than prompt +
 completion), Qwen2, Qwen3. On a CPU the step runs eagerly, attending only to the columns written so far; it is
 faster than `generate` there too, mostly because a static cache is written in place where transformers'
-dynamic cache concatenates every layer's states at every step (README, Performance). `rollout=default` stays
+dynamic cache concatenates every layer's states at every step (scripts/README.md). `rollout=default` stays
 the default for now: its random stream is the one the README's calibrated runs used. The CUDA graph path has
 not yet run on a GPU (none was lent to the session that wrote it): `tests/unit/test_decoder.py` has its test,
 `scripts/gpu_bench.sh` its figures.

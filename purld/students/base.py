@@ -120,7 +120,7 @@ def selective_checkpoint_contexts() -> tuple[AbstractContextManager, AbstractCon
 
     A decoder layer keeps its input and the outputs of its matmuls and fused attention; backward recomputes the
     rest (norms, rotary embeddings, eager attention's softmax, the MLP's activation, casts) from them: no matmul
-    runs twice. Measured on 2 CPU cores, bf16, the benchmark's small model (README, Performance), where that
+    runs twice. Measured on 2 CPU cores, bf16, the benchmark's small model (scripts/README.md), where that
     elementwise rest is half of a layer's forward time: backward 932 ms plain, 1,124 selective, 1,302 full; a
     GRPO step's peak RSS 1,907 MB, 1,604, 1,445. The weight-cast cache of autocast is off inside: a forward
     served from it and a recomputation that casts again would not run the same ops, which torch requires.

@@ -13,7 +13,7 @@ gradients are bit-identical, in float32 and under autocast), but save only:
   weights; not float32 weights under mixed precision, `autocast_casts`), the product
   that down_proj reads. A LoRA or 4-bit projection keeps its own call and that product.
 
-On the benchmark's small model (README, Performance) the first two were 115 MB of the
+On the benchmark's small model (scripts/README.md) the first two were 115 MB of the
 557 MB a bf16 GRPO update keeps for backward; in float32 the product is 90 MB more.
 A module is made lean only when its forward is exactly the code these functions
 replicate (`LLAMA_RMS_NORM_FORWARD`, `LLAMA_MLP_FORWARD`; about a hundred transformers

@@ -179,4 +179,5 @@ def test_the_criterion_reads_the_share_of_the_sft_to_oracle_gap_that_a_self_rank
     assert verdicts[("a", "grpo-self_judge")]["gap_closed"] == pytest.approx(0.6) and verdicts[("a", "grpo-self_judge")]["met"]
     assert not verdicts[("a", "grpo-likelihood")]["met"]  # closes the gap, but its τ is 0.2
     assert verdicts[("b", "grpo-likelihood")]["gap_closed"] is None and not verdicts[("b", "grpo-likelihood")]["met"]
-    assert "undefined (oracle GRPO does not beat SFT)" in evidence.criterion_lines(list(verdicts.values()))
+    lines = evidence.criterion_lines(list(verdicts.values()))
+    assert "- b, grpo-likelihood: +1.0 points over SFT, oracle GRPO -2.0; no gap to close; τ 0.60: **not met**" in lines

@@ -9,7 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import pytest  # noqa: E402
 from bench_quickstart import PRESET_MARKERS, render  # noqa: E402
+from evidence import SUITES  # noqa: E402
+from evidence import render as render_evidence  # noqa: E402
 
 PRESET_REPORTS = ("outputs/bench/smollm2.json", "outputs/bench/smollm2_lora.json")
 
@@ -24,3 +27,11 @@ def test_the_real_student_table_is_rendered_from_its_reports():
     written = block((ROOT / "README.md").read_text(), PRESET_MARKERS)
     assert table in written
     assert " ".join(PRESET_REPORTS) in written  # the command that regenerates it
+
+
+@pytest.mark.parametrize("path", ["outputs/evidence/evidence.json", "outputs/evidence/real/evidence.json"])
+def test_the_evidence_tables_are_rendered_from_their_json(path):
+    report = json.loads((ROOT / path).read_text())
+    written = block((ROOT / "README.md").read_text(), SUITES[report.get("suite", "toy")].markers)
+    assert render_evidence(report) in written
+    assert f"--render {path}" in written  # the command that regenerates it
