@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from purld.cli.checks import check_config, check_quickstart_student, reported_errors
 from purld.cli.resume import resumed_config
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # purld/conf: the package's link to conf/, or its copy in a wheel
 
 
 def run_and_finish(cfg: DictConfig) -> dict[str, Any]:
