@@ -65,6 +65,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quickstart import machine_busy_seconds  # noqa: E402
+from vs_trl_report import print_table  # noqa: E402
 
 SIZES = {  # random-init Llama, char tokenizer (vocab 104)
     "tiny": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=688),  # 3.2 M
@@ -1099,48 +1100,6 @@ def write_report(args, sizes, ks, specs, results, errors) -> dict[str, Any]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     return report
-
-
-def print_table(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    machine = report["machine"]
-    where = machine["gpu"] or f"{machine['threads']} threads"
-    table = Table(title=f"purld vs TRL · {report['prompts']} prompts · {where} · torch {machine['torch']} · trl {machine['trl']}")
-    for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "peak GPU MB", "outside load", "note"):
-        table.add_column(column)
-    for r in report["rows"]:
-        seconds = r.get("step_s", r.get("generate_s", r.get("update_s", r.get("matmul_s"))))
-        note = f"ranker {r['ranker']}, ranking {r['ranking_fraction']:.0%}" if r.get("ranker") else ""
-        if r.get("checkpointing"):
-            note = f"student.gradient_checkpointing={r['checkpointing']}"
-        elif r["kind"] == "purld_grpo" and not r.get("ranker"):
-            note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
-        if r["kind"] == "generate_floor":
-            note = f"{r['tokens_per_s']:.0f} tok/s"
-        if r["kind"] == "matmul_rate":
-            note = f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s: one layer's update matmuls on {r['matmul_rows']} rows"
-        if r.get("cache"):
-            note = f"{r['cache']} KV cache; " + note
-        if r.get("decoder"):
-            graph = (", CUDA graph" if r.get("cuda_graph") else ", eager") if machine["device"] == "cuda" else ""
-            note = f"rollout={r['decoder']}{graph}; " + note
-        if r.get("micro_batch_size"):
-            note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
-        if r.get("lean_activations") is False:
-            note = "student.lean_activations=false; " + note
-        gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
-        table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}", gpu_mb,
-                      f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)
-    console = Console(width=200)
-    console.print(table)
-    for name in HEADLINE:
-        value = report.get(name)
-        if value is not None:
-            console.print(f"{name}: {value:.3f}")
-    for failure in report["failed_rows"]:
-        console.print(f"FAILED {failure['kind']} {failure['size']}: {failure['error'].splitlines()[-1] if failure['error'] else ''}")
 
 
 if __name__ == "__main__":

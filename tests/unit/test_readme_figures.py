@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from bench_quickstart import PRESET_MARKERS, render  # noqa: E402
 from evidence import SUITES  # noqa: E402
 from evidence import render as render_evidence  # noqa: E402
+from vs_trl_report import PERFORMANCE_MARKERS, readme_table  # noqa: E402
 
 PRESET_REPORTS = ("outputs/bench/smollm2.json", "outputs/bench/smollm2_lora.json")
 
@@ -35,3 +36,10 @@ def test_the_evidence_tables_are_rendered_from_their_json(path):
     written = block((ROOT / "README.md").read_text(), SUITES[report.get("suite", "toy")].markers)
     assert render_evidence(report) in written
     assert f"--render {path}" in written  # the command that regenerates it
+
+
+def test_the_performance_table_is_rendered_from_the_benchmark_reports():
+    reports = ("outputs/bench/vs_trl_bf16.json", "outputs/bench/vs_trl.json")
+    written = block((ROOT / "README.md").read_text(), PERFORMANCE_MARKERS)
+    assert readme_table([json.loads((ROOT / path).read_text()) for path in reports]) in written
+    assert " ".join(reports) in written

@@ -1,0 +1,104 @@
+"""scripts/bench_vs_trl.py's reports as tables: the console table of one run, and README's short performance table.
+
+    python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json            # print it
+    python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json --readme README.md
+
+The README table is rendered from the committed JSON only (a test checks README against it); scripts/README.md gives
+the method and the history of these runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evidence import write_readme  # noqa: E402
+
+PERFORMANCE_MARKERS = ("<!-- performance:start -->", "<!-- performance:end -->")
+SIZE_NAMES = {"tiny": "3.2 M", "small": "25.3 M"}  # bench_vs_trl.SIZES: random-init Llama, character tokenizer
+README_FIGURES = (  # (figure name in the report, what README calls it)
+    ("grpo_step_ratio", "GRPO step time, purld ÷ TRL"),
+    ("dpo_step_ratio", "DPO step time, purld ÷ TRL"),
+    ("grpo_rss_ratio", "GRPO peak RSS, purld ÷ TRL"),
+    ("dpo_rss_ratio", "DPO peak RSS, purld ÷ TRL"),
+    ("rollout_vs_generate_floor", "rollout throughput, purld ÷ one plain `generate` (above 1: faster)"),
+)
+
+
+def readme_table(reports: list[dict[str, Any]]) -> str:
+    """One column per (report, model size), one row per figure; lower is better for time and memory."""
+    columns = [(report, size) for report in reports for size in SIZE_NAMES if any(key.startswith(f"{size}_") for key in report["figures"])]
+    header = " | ".join(f"{SIZE_NAMES[size]}, {report['rows'][0]['precision'] if report['rows'] else '?'}" for report, size in columns)
+    lines = [f"| same work, {reports[0]['machine']['threads']} CPU threads | {header} |", "| --- |" + " --- |" * len(columns)]
+    for name, label in README_FIGURES:
+        cells = []
+        for report, size in columns:
+            value = report["figures"].get(f"{size}_{name}")
+            cells.append("—" if value is None else f"{value:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    machine = reports[0]["machine"]
+    return "\n".join(lines) + (f"\n\ntorch {machine['torch']}, TRL {machine['trl']}, transformers {machine['transformers']}; "
+                               "a random-init Llama of that many parameters on both sides, GRPO on 8 prompts × K 8 × 32 new tokens, "
+                               "DPO on 8 pairs; medians of 6 steps in 2 interleaved rounds.")
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    machine = report["machine"]
+    where = machine["gpu"] or f"{machine['threads']} threads"
+    table = Table(title=f"purld vs TRL · {report['prompts']} prompts · {where} · torch {machine['torch']} · trl {machine['trl']}")
+    for column in ("work", "size", "K", "precision", "step / gen s", "peak RSS MB", "peak GPU MB", "outside load", "note"):
+        table.add_column(column)
+    for r in report["rows"]:
+        seconds = r.get("step_s", r.get("generate_s", r.get("update_s", r.get("matmul_s"))))
+        note = f"ranker {r['ranker']}, ranking {r['ranking_fraction']:.0%}" if r.get("ranker") else ""
+        if r.get("checkpointing"):
+            note = f"student.gradient_checkpointing={r['checkpointing']}"
+        elif r["kind"] == "purld_grpo" and not r.get("ranker"):
+            note = f"rollout {r['rollout_s']:.3f} + rank {r['ranking_s']:.3f} + update {r['update_s']:.3f}; {r['rollout_tokens_per_s']:.0f} tok/s"
+        if r["kind"] == "generate_floor":
+            note = f"{r['tokens_per_s']:.0f} tok/s"
+        if r["kind"] == "matmul_rate":
+            note = f"{r['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s: one layer's update matmuls on {r['matmul_rows']} rows"
+        if r.get("cache"):
+            note = f"{r['cache']} KV cache; " + note
+        if r.get("decoder"):
+            graph = (", CUDA graph" if r.get("cuda_graph") else ", eager") if machine["device"] == "cuda" else ""
+            note = f"rollout={r['decoder']}{graph}; " + note
+        if r.get("micro_batch_size"):
+            note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
+        if r.get("lean_activations") is False:
+            note = "student.lean_activations=false; " + note
+        gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""
+        table.add_row(r["kind"], r["size"], str(r.get("K", "")), r["precision"], f"{seconds:.3f}", f"{r['peak_rss_mb']:.0f}", gpu_mb,
+                      f"{r['outside_load_cores']:.2f}{' !' if r['under_outside_load'] else ''}", note)
+    console = Console(width=200)
+    console.print(table)
+    for name, value in report.items():  # the headline figures: the first size's ratios
+        if isinstance(value, float):
+            console.print(f"{name}: {value:.3f}")
+    for failure in report["failed_rows"]:
+        console.print(f"FAILED {failure['kind']} {failure['size']}: {failure['error'].splitlines()[-1] if failure['error'] else ''}")
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", type=Path, nargs="+", help="bench_vs_trl.py's JSON reports, one per precision")
+    parser.add_argument("--readme", type=Path, default=None, help="write the table into this README's performance block")
+    args = parser.parse_args(argv)
+    table = readme_table([json.loads(path.read_text()) for path in args.reports])
+    if args.readme:
+        write_readme(args.readme, table, "python scripts/vs_trl_report.py " + " ".join(map(str, args.reports)), PERFORMANCE_MARKERS)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
