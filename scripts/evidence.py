@@ -68,6 +68,7 @@ from purld.cli.compare import read_curves
 
 DIAGNOSTICS = ("rank/kendall_tau", "rank/top1_oracle_accuracy", "rank/q_mass_on_correct")
 FINAL_METRICS = ("accuracy", "oracle_score", "win_rate", "win_rate_lc", "length")
+TAU_WINDOW = 3  # steps averaged for the early and the late τ
 SIGNAL_METRICS = ("kendall_tau", "top1_oracle_accuracy", "q_mass_on_correct")
 README_MARKERS = ("<!-- evidence:start -->", "<!-- evidence:end -->")
 REAL_MARKERS = ("<!-- evidence-real:start -->", "<!-- evidence-real:end -->")
@@ -359,6 +360,11 @@ def seed_result(run_dir: Path, summary: dict[str, Any], warm: dict[str, Any]) ->
         curve.append((final_step, after.get("accuracy")))
     result["accuracy_curve"] = curve
     result["tau_curve"] = tau_curve(run_dir)
+    taus = [value for _, value in result["tau_curve"]]
+    # Does the ranker stay consistent as the policy moves? τ over the first and the last steps (a few each: one
+    # step's τ is over a handful of prompts).
+    result["tau_early"] = statistics.mean(taus[:TAU_WINDOW]) if taus else None
+    result["tau_late"] = statistics.mean(taus[-TAU_WINDOW:]) if len(taus) >= 2 * TAU_WINDOW else None
     result["seconds"] = summary.get("seconds", {}).get("total")
     return result
 
@@ -371,7 +377,7 @@ def mean_std(values: list[float]) -> dict[str, float | None]:
 
 
 def summarize(task: str, row: Row, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    names = [*FINAL_METRICS, *DIAGNOSTICS]
+    names = [*FINAL_METRICS, *DIAGNOSTICS, "tau_early", "tau_late"]
     return {
         "task": task,
         "row": row.name,
@@ -494,6 +500,14 @@ def signal_table(signals: dict[str, dict[str, Any]]) -> str:
     return caption + "\n\n" + "\n".join(lines)
 
 
+def drift_table(entries: list[dict[str, Any]]) -> str:
+    """Kendall τ of each ranked row over its first and its last steps: a ranker the policy games falls as it trains."""
+    lines = [f"Does the ranker stay consistent as the policy moves? Kendall τ against the oracle, mean of the first and of the "
+             f"last {TAU_WINDOW} steps:", "", "| task | row | τ, first steps | τ, last steps |", "| --- | --- | --- | --- |"]
+    lines += [f"| {e['task']} | {e['row']} | {cell(e['tau_early'])} | {cell(e['tau_late'])} |" for e in entries]
+    return "\n".join(lines)
+
+
 def signal_ablation_table(variants: list[dict[str, Any]]) -> str:
     first = variants[0]
     lines = [f"Ranker variants on the frozen warm start ({first['task']}, {first['prompts']} train prompts × {SIGNAL_CANDIDATES} "
@@ -511,6 +525,9 @@ def render(report: dict[str, Any]) -> str:
     tables = ""
     if report["rows"]:
         tables = f"Win rate against the anchor judged by {report.get('judge', LEXICAL_JUDGE)}.\n\n{markdown_table(report['rows'], warm)}"
+    drift = [e for e in report["rows"] if e.get("tau_late", {}).get("mean") is not None and e["ranker"] not in ("oracle", None)]
+    if drift:
+        tables += "\n\n" + drift_table(drift)
     if report.get("signal_ablation"):
         tables += "\n\n" + signal_ablation_table(report["signal_ablation"])
     verdicts = criterion(report["rows"])

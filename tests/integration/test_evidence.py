@@ -181,3 +181,16 @@ def test_the_criterion_reads_the_share_of_the_sft_to_oracle_gap_that_a_self_rank
     assert verdicts[("b", "grpo-likelihood")]["gap_closed"] is None and not verdicts[("b", "grpo-likelihood")]["met"]
     lines = evidence.criterion_lines(list(verdicts.values()))
     assert "- b, grpo-likelihood: +1.0 points over SFT, oracle GRPO -2.0; no gap to close; τ 0.60: **not met**" in lines
+
+
+def test_a_ranked_row_reports_its_tau_early_and_late_in_training(tmp_path):
+    metrics = tmp_path / "logs" / "purld" / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("step,rank/kendall_tau\n" + "".join(f"{step},{tau}\n" for step, tau in enumerate([0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])))
+    summary = {"eval": {"before": {}, "after": {"accuracy": 0.5}}, "global_step": 7}
+    result = evidence.seed_result(tmp_path, summary, {"accuracy": 0.4})
+    assert result["tau_early"] == pytest.approx(0.5) and result["tau_late"] == pytest.approx(0.1)
+    assert result["accuracy_before"] == 0.4 and result["accuracy_curve"] == [(0, 0.4), (7, 0.5)]  # the warm start stands in
+    row = evidence.summarize("t", evidence.Row("grpo-likelihood", "PU-RLD + GRPO", "likelihood", ()), {0: result})
+    text = evidence.render({"rows": [row], "warm_start_accuracy": {"t": 0.4}})
+    assert "| t | grpo-likelihood | 0.50 | 0.10 |" in text
