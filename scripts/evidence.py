@@ -69,7 +69,6 @@ from purld.cli.compare import read_curves
 DIAGNOSTICS = ("rank/kendall_tau", "rank/top1_oracle_accuracy", "rank/q_mass_on_correct")
 FINAL_METRICS = ("accuracy", "oracle_score", "win_rate", "win_rate_lc", "length")
 TAU_WINDOW = 3  # steps averaged for the early and the late τ
-SIGNAL_METRICS = ("kendall_tau", "top1_oracle_accuracy", "q_mass_on_correct")
 README_MARKERS = ("<!-- evidence:start -->", "<!-- evidence:end -->")
 REAL_MARKERS = ("<!-- evidence-real:start -->", "<!-- evidence-real:end -->")
 
