@@ -136,10 +136,12 @@ class LoRAStudent(HFStudent):
 def quiet_bitsandbytes() -> None:
     """peft imports bitsandbytes where it is installed, even for LoRA without 4-bit, and on a CPU with AVX-512
     bitsandbytes then warns that it could not fetch an optional kernel from the Hugging Face hub (the `kernels`
-    package), before falling back to its own: nothing a LoRA user (or an offline one) can act on."""
+    package), before falling back to its own: nothing a LoRA user (or an offline one) can act on. `kernels` ≥ 0.19
+    also warns, offline, that it skipped a publisher check for that kernel."""
     import logging
 
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def has_adapters(model: PreTrainedModel) -> bool:
