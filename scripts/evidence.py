@@ -3,7 +3,7 @@
     python scripts/evidence.py            # toy students: 2 tasks × 9 rows × 3 seeds + an ablation (under 60 min on 2 cores)
     python scripts/evidence.py --quick    # the same code path: 1 seed, fewer steps (under 10 min), in outputs/evidence/quick
     python scripts/evidence.py --real     # SmolLM2-135M-Instruct: the signal tables, then 2 tasks × 12 rows × 3 seeds
-    python scripts/evidence.py --real --quick   # word_problems, 1 seed, 4 rows of 4 steps, 40 signal prompts
+    python scripts/evidence.py --real --quick   # word_problems, 1 seed, 4 rows of 4 steps, 16 signal prompts
 
 Two suites share the code. The toy one (`arithmetic`, 2-digit addition with worked
 steps; `sort`, sorting a few digits) trains random-init students; `--real` trains
@@ -211,7 +211,7 @@ REAL = Suite(
     ablation=real_ablation_rows,
     defaults={"out": Path("outputs/evidence/real"), "seeds": "0,1,2", "steps": 10, "warmstart_steps": 10, "num_candidates": 4,
               "temperature": 0.7, "eval_prompts": 128, "eval_every": 0, "signal_prompts": 200},
-    quick={"out": Path("outputs/evidence/real_quick"), "seeds": "0", "steps": 4, "signal_prompts": 40, "eval_prompts": 64,
+    quick={"out": Path("outputs/evidence/real_quick"), "seeds": "0", "steps": 4, "signal_prompts": 16, "eval_prompts": 64,
            "tasks": "word_problems", "no_ablation": True, "rows": "sft,grpo-self_judge,grpo-oracle,grpo-random"},
     signal=True,
     signal_ablation=real_signal_ablation,
