@@ -315,7 +315,6 @@ def purld_grpo(
             task=task,
             teacher=ReferenceTeacher(),
             anchor_cache=AnchorCache(Path(tmp) / "anchors.sqlite"),
-            ranker=rankers[ranker](),
             tokenizer=tokenizer,
             batch_size=NUM_PROMPTS,
             progress=False,
@@ -329,6 +328,8 @@ def purld_grpo(
             sampler=sampler,
             reference_model=copy.deepcopy(model),
             micro_batch_size=micro_batch_size,
+            task=task,
+            ranker=rankers[ranker](),
         )
         timer = StepTimer(device)
         trainer = L.Trainer(

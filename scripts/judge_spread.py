@@ -32,22 +32,24 @@ def measure(task, model, tokenizer, num_prompts: int, num_candidates: int, max_n
     from purld.data import AnchorDataModule
     from purld.eval.evaluate import evaluate
     from purld.ranking import SelfJudgeRanker
+    from purld.ranking.base import RankingContext
     from purld.ranking.diagnostics import kendall_tau_b
     from purld.rollout import Sampler
     from purld.teachers import ReferenceTeacher
 
     ranker = SelfJudgeRanker()
     with tempfile.TemporaryDirectory() as scratch:
-        dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(Path(scratch) / "a.sqlite"), ranker, tokenizer,
+        dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(Path(scratch) / "a.sqlite"), tokenizer,
                               batch_size=8, eval_batch_size=8, num_eval_prompts=num_prompts, use_chat_template=True, progress=False)
         dm.prepare_data()
         dm.setup()
     sampler = Sampler(num_candidates=num_candidates, max_new_tokens=max_new_tokens, temperature=0.7)
+    context = RankingContext(task, model, tokenizer, render=dm.render_message)
     scores, oracle = [], []
     for start in range(0, num_prompts, 8):
         batch = dm.collate(dm.train_items[start : start + 8])
         rollout = sampler.sample(model, tokenizer, batch)
-        scores.append(dm.rank(batch, rollout, model))
+        scores.append(ranker(batch, rollout, context))
         oracle.append(torch.tensor([[task.oracle_score(e, t) for t in row] for e, row in zip(batch.examples, rollout.texts)]))
     scores, oracle = torch.cat(scores), torch.cat(oracle)
     held_out = evaluate(model, tokenizer, dm.heldout_dataloader(), task, ranker, max_new_tokens, render=dm.render_message)

@@ -30,12 +30,11 @@ def task():
 def make_batch(student):
     from purld.anchors import AnchorCache
     from purld.data import AnchorDataModule
-    from purld.ranking import LexicalRanker
     from purld.teachers import ReferenceTeacher
 
     def make(task, tmp_path, split="train", size=4):
         _, tokenizer = student
-        dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(tmp_path / "cache.sqlite"), LexicalRanker(), tokenizer)
+        dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(tmp_path / "cache.sqlite"), tokenizer)
         dm.prepare_data()
         dm.setup()
         items = dm.train_items if split == "train" else dm.heldout_items

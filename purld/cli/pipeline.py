@@ -7,7 +7,6 @@ config fails before torch, Lightning and transformers load.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import Components, build_components, key_choices, quiet_libraries, run_dir, set_threads
+from purld.cli.components import Components, build_components, build_group, key_choices, quiet_libraries, run_dir, set_threads
 from purld.cli.loggers import without_secrets
 from purld.cli.report import print_before_after
 from purld.cli.resume import stage_checkpoint
@@ -75,6 +74,8 @@ def make_trainer(
         if hyperparameters:
             each.log_hyperparams(hyperparameters)
     callbacks: list[L.Callback] = [SampleLogger(output_dir / "samples.jsonl", cfg.samples.every_n_steps, cfg.samples.num_prompts)]
+    for name in cfg.get("callbacks") or {}:  # the user's own, each stage a fresh instance
+        callbacks.append(build_group(cfg, f"callbacks.{name}"))
     if cfg.checkpointing.enabled and cfg.checkpointing.every_n_steps > 0:
         callbacks.append(
             ModelCheckpoint(
@@ -139,7 +140,6 @@ def make_datamodule(
         task=parts.task,
         teacher=parts.teacher,
         anchor_cache=parts.anchor_cache,
-        ranker=parts.ranker,
         tokenizer=tokenizer,
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.eval.batch_size,
@@ -148,7 +148,6 @@ def make_datamodule(
         splits=splits,
         use_chat_template=parts.student.chat_template_enabled(tokenizer),
         seed=cfg.seed,
-        eval_ranker=parts.judge,
     )
 
 
@@ -165,16 +164,6 @@ def load_student(parts: Components):
     except (OSError, ValueError) as error:  # a hub id without network, a directory without weights
         first_line = str(error).strip().splitlines()[0]
         raise ConfigError(f"student: could not load {getattr(parts.student, 'model_name_or_path', parts.student.name)!r}: {first_line}") from None
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of the trainable parameters, to check that DDP ranks hold the same weights."""
-    digest = hashlib.sha256()
-    for name, parameter in sorted(model.named_parameters()):
-        if parameter.requires_grad:
-            digest.update(name.encode())
-            digest.update(parameter.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def write_json(path: Path, content: Any) -> None:
@@ -223,7 +212,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message,
         )
 
-    warm_module = None
     if cfg.warmstart.sft_steps > 0:
         with clock("warmstart"):
             warm_module = SFTModule(
@@ -262,6 +250,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         reference_model=reference,
         eval_max_new_tokens=cfg.eval.max_new_tokens,
         micro_batch_size=cfg.data.micro_batch_size,
+        task=parts.task,
+        ranker=parts.ranker,
+        judge=parts.judge,
+        render=datamodule.render_message,
     )
     global_step, world_size = 0, 1
     if cfg.trainer.max_steps > 0:
@@ -277,19 +269,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 hyperparameters=hyperparameters,
             )
             global_step, world_size = trainer.global_step, trainer.world_size
-    if world_size > 1:  # each rank's prompts and final weights, to check the sharding and the synchronisation
-        write_json(
-            output_dir / "ranks" / f"rank{rank_zero_only.rank}.json",
-            {
-                "rank": rank_zero_only.rank,
-                "world_size": world_size,
-                "teacher_calls": datamodule.fill_stats.teacher_calls,
-                "reference_answers": datamodule.fill_stats.reference_answers,
-                "warmstart_prompt_ids": warm_module.trained_prompt_ids if warm_module else [],
-                "purld_prompt_ids": module.trained_prompt_ids,
-                "weights_sha256": weights_digest(model),
-            },
-        )
     if not is_rank_zero:
         return {}
 

@@ -127,18 +127,22 @@ def sample_and_score(datamodule, model, sampler, rankers: dict, batch_size: int)
     """One rollout of the train prompts, batch by batch; every ranker scores the same candidates."""
     import torch
 
+    from purld.ranking.base import RankingContext
+    from purld.ranking.diagnostics import oracle_scores
+
     oracle, scores, seconds = [], {name: [] for name in rankers}, {"rollout": 0.0, **{name: 0.0 for name in rankers}}
     examples: list[dict[str, Any]] = []
     items, device, task = datamodule.train_items, model.device, datamodule.task
+    context = RankingContext(task, model, datamodule.tokenizer, render=datamodule.render_message)
     for start in range(0, len(items), batch_size):
         batch = datamodule.collate(items[start : start + batch_size]).to(device)
         tick = time.perf_counter()
         rollout = sampler.sample(model, datamodule.tokenizer, batch)
         seconds["rollout"] += time.perf_counter() - tick
-        oracle.append(torch.tensor([[task.oracle_score(e, text) for text in row] for e, row in zip(batch.examples, rollout.texts)]))
+        oracle.append(oracle_scores(task, batch, rollout))
         for name, ranker in rankers.items():
             tick = time.perf_counter()
-            scores[name].append(ranker(batch, rollout, datamodule.ranking_context(model)).cpu())
+            scores[name].append(ranker(batch, rollout, context).cpu())
             seconds[name] += time.perf_counter() - tick
         for i in range(min(len(batch), EXAMPLES_SHOWN - len(examples))):
             examples.append({

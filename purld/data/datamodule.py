@@ -1,11 +1,10 @@
-"""(prompt, anchor) batches for every stage, and the anchor-conditioned ranking.
+"""(prompt, anchor) batches for every stage.
 
 `prepare_data` (rank 0) asks the teacher for every prompt the anchor cache
 lacks; `setup` (every rank) reads the anchors back from the cache. Training batches
-come from a seeded `PromptStream`, sharded across ranks and resumable at any step. The
-datamodule owns the anchors, so it also owns the ranker: modules call
-`rank(batch, candidates, model)` on the candidates they just sampled, every
-step — there is no precomputed preference file.
+come from a seeded `PromptStream`, sharded across ranks and resumable at any step.
+The ranking is the module's (`PolicyModule.rank`), on the candidates it just
+sampled, every step: there is no precomputed preference file.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from purld.anchors.cache import AnchorCache, FillStats
 from purld.data.sampler import PromptStream
-from purld.ranking.base import Ranker, RankingContext
-from purld.ranking.diagnostics import kendall_tau_b, mass_on_correct, top1_oracle_accuracy
 from purld.tasks.base import Task
 from purld.teachers.base import Teacher
-from purld.types import Candidates, Example, PromptBatch
+from purld.types import Example, PromptBatch
 
 
 class AnchorDataModule(L.LightningDataModule):
@@ -33,7 +30,6 @@ class AnchorDataModule(L.LightningDataModule):
         task: Task,
         teacher: Teacher,
         anchor_cache: AnchorCache,
-        ranker: Ranker,
         tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 8,
         eval_batch_size: int = 64,
@@ -43,11 +39,9 @@ class AnchorDataModule(L.LightningDataModule):
         use_chat_template: bool = False,
         progress: bool = True,
         seed: int = 0,
-        eval_ranker: Ranker | None = None,
     ) -> None:
         super().__init__()
-        self.task, self.teacher, self.anchor_cache, self.ranker = task, teacher, anchor_cache, ranker
-        self.eval_ranker = eval_ranker or ranker  # the held-out win rate's judge (eval.judge); the training ranker by default
+        self.task, self.teacher, self.anchor_cache = task, teacher, anchor_cache
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_eval_prompts, self.num_train_prompts = num_eval_prompts, num_train_prompts
@@ -110,11 +104,6 @@ class AnchorDataModule(L.LightningDataModule):
             return content
         return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
-    def ranking_context(self, model: PreTrainedModel | None = None, model_is_sampler: bool = True) -> RankingContext:
-        return RankingContext(
-            task=self.task, model=model, tokenizer=self.tokenizer, model_is_sampler=model_is_sampler, render=self.render_message
-        )
-
     def collate(self, items: list[tuple[Example, str]]) -> PromptBatch:
         examples = [example for example, _ in items]
         anchors = [anchor for _, anchor in items]
@@ -170,33 +159,3 @@ class AnchorDataModule(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch: PromptBatch, device: torch.device, dataloader_idx: int) -> PromptBatch:
         return batch.to(device)
-
-    def rank(
-        self, batch: PromptBatch, candidates: Candidates, model: PreTrainedModel | None = None, model_is_sampler: bool = True
-    ) -> torch.Tensor:
-        """Scores (B, K) of the candidates relative to each prompt's anchor."""
-        return self.ranker(batch, candidates, self.ranking_context(model, model_is_sampler))
-
-    def oracle_diagnostics(
-        self, batch: PromptBatch, candidates: Candidates, scores: torch.Tensor, label_distribution: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        """`rank/*` signal-quality metrics against the oracle (empty when the task has none).
-
-        The same keys every step, NaN where a figure is undefined (Kendall τ on a step where no prompt's
-        candidates mix right and wrong): under DDP every rank then logs the same keys, and a mean over steps can
-        leave out, and count, the steps where it was undefined (`StepMeans`, `read_curves`)."""
-        if not self.task.has_oracle:
-            return {}
-        oracle = torch.tensor(
-            [[self.task.oracle_score(e, text) for text in row] for e, row in zip(batch.examples, candidates.texts)],
-            device=scores.device,
-        )
-        correct = oracle >= 1.0
-        metrics = {
-            "rollout/oracle_accuracy": correct.float().mean(),
-            "rank/kendall_tau": kendall_tau_b(scores, oracle),
-            "rank/top1_oracle_accuracy": top1_oracle_accuracy(scores, correct),
-        }
-        if label_distribution is not None:
-            metrics["rank/q_mass_on_correct"] = mass_on_correct(label_distribution, correct)
-        return metrics

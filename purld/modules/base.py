@@ -1,5 +1,9 @@
-"""What every step shape shares: the policy, the frozen reference, the optimizer, held-out validation, timers,
-and what a checkpoint holds.
+"""What every step shape shares: the policy, the frozen reference, the ranker, the optimizer, held-out validation,
+timers, and what a checkpoint holds.
+
+The module owns the algorithm's state, as TRL's trainers own their `reward_funcs`: the task (its oracle, for the
+diagnostics), the ranker that scores each step's candidates, and the judge of the held-out win rate. The
+datamodule only serves (prompt, anchor) batches; nothing here reads it back through the trainer.
 
 A checkpoint holds what training changes: the trainable parameters (all of a
 fully fine-tuned policy; a LoRA policy's adapters only), the optimizer and
@@ -24,10 +28,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.eval.evaluate import EvalAccumulator, evaluate_batch
 from purld.objectives.base import LossOutput, Objective
+from purld.ranking.base import Ranker, RankingContext
 from purld.rollout.logprobs import completion_token_logps
 from purld.rollout.sampler import Sampler
 from purld.students.hf import has_adapters
-from purld.types import PromptBatch
+from purld.tasks.base import Task
+from purld.types import Candidates, PromptBatch
 
 # Shown beside the training progress bar (on a terminal); everything goes to the logger.
 PROGRESS_BAR_METRICS = ("train/loss", "rank/score_mean", "rollout/oracle_accuracy", "time/step")
@@ -46,9 +52,16 @@ class PolicyModule(L.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         metric_prefix: str = "",
         micro_batch_size: int | None = None,
+        task: Task | None = None,
+        ranker: Ranker | None = None,
+        judge: Ranker | None = None,
+        render: Callable[[str], str] = str,
     ) -> None:
         super().__init__()
         self.policy, self.tokenizer, self.objective = model, tokenizer, objective
+        self.task, self.ranker = task, ranker
+        self.judge = judge or ranker  # scores held-out answers against the anchor (win_rate): eval.judge, else the ranker
+        self.render = render  # a user turn as the student reads it (`AnchorDataModule.render_message`), for self-rankers
         self.optimizer_factory, self.scheduler_factory, self.sampler = optimizer, scheduler, sampler
         self.reference = reference_model
         if self.reference is not None:
@@ -61,14 +74,8 @@ class PolicyModule(L.LightningModule):
             raise ValueError(f"data.micro_batch_size={micro_batch_size!r}: allowed values are integers ≥ 1, or null")
         self.micro_batch_size = micro_batch_size  # sequences per forward + backward of the update; None: all
         self.step_means = StepMeans()  # this rank's means over the steps of each logged figure, for summary.json
-        self.last_samples = None  # the last step's rollout and ranking (StepSamples), for the samples table
-        self.trained_prompt_ids: list[str] = []  # this rank's prompts, in order
 
     # ----------------------------------------------------------------- helpers
-    @property
-    def datamodule(self):
-        return self.trainer.datamodule
-
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
         # CUDA runs asynchronously: without a sync a stage's kernels would be billed to the next stage.
@@ -142,17 +149,23 @@ class PolicyModule(L.LightningModule):
             out = loss_of(token_logps)
         return LossOutput(_PrecomputedGradients.apply(out.loss, gradients, *params), out.metrics)
 
-    def rank(self, batch: PromptBatch, rollout) -> Tensor:
-        """Scores (B, K). Self-rankers read the current policy, or with `ranker.judge_model=reference` the frozen
-        reference (the LoRA policy with its adapters disabled): a judge that the policy cannot move."""
-        if getattr(self.datamodule.ranker, "judge_model", "policy") == "policy":
-            return self.datamodule.rank(batch, rollout, self.policy)
+    def rank(self, batch: PromptBatch, rollout: Candidates) -> Tensor:
+        """Scores (B, K) of the candidates relative to each prompt's anchor. Self-rankers read the current policy,
+        or with `ranker.judge_model=reference` the frozen reference (the LoRA policy with its adapters disabled): a
+        judge that the policy cannot move."""
+
+        def scores(model: PreTrainedModel, model_is_sampler: bool) -> Tensor:
+            context = RankingContext(self.task, model, self.tokenizer, model_is_sampler=model_is_sampler, render=self.render)
+            return self.ranker(batch, rollout, context)
+
+        if self.ranker.judge_model == "policy":
+            return scores(self.policy, model_is_sampler=True)
         if self.reference is not None:
-            return self.datamodule.rank(batch, rollout, self.reference, model_is_sampler=False)
+            return scores(self.reference, model_is_sampler=False)
         if not has_adapters(self.policy):
             raise RuntimeError("ranker.judge_model=reference needs a reference policy: pass reference_model or use a LoRA student")
         with self.policy.disable_adapter():
-            return self.datamodule.rank(batch, rollout, self.policy, model_is_sampler=False)
+            return scores(self.policy, model_is_sampler=False)
 
     def log_metrics(self, metrics: dict[str, Tensor | float], batch_size: int) -> None:
         """Log a step's metrics. Under DDP each is the mean over the ranks where it is defined (NaN where it is
@@ -226,9 +239,6 @@ class PolicyModule(L.LightningModule):
         if self.micro_batch_size is not None and "FSDP" in type(self.trainer.strategy).__name__:
             raise ValueError("data.micro_batch_size is not supported with FSDP (it reduces gradients in its own hooks)")
 
-    def on_train_batch_start(self, batch: PromptBatch, batch_idx: int) -> None:
-        self.trained_prompt_ids.extend(example.prompt_id for example in batch.examples)
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         timings = self.pop_timings()
         if timings:
@@ -236,9 +246,8 @@ class PolicyModule(L.LightningModule):
             self.log_metrics(timings, batch_size=len(batch))
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        dm = self.datamodule
         self._validation.add(
-            evaluate_batch(self.policy, self.tokenizer, batch, dm.task, dm.eval_ranker, self.eval_max_new_tokens, dm.render_message)
+            evaluate_batch(self.policy, self.tokenizer, batch, self.task, self.judge, self.eval_max_new_tokens, self.render)
         )
 
     def on_validation_epoch_end(self) -> None:

@@ -7,6 +7,7 @@ from torch import Tensor
 from purld.modules.base import PolicyModule
 from purld.modules.samples import StepSamples
 from purld.objectives.grpo import GRPOObjective
+from purld.ranking.diagnostics import oracle_diagnostics, oracle_scores
 from purld.types import PromptBatch, Rollout
 
 
@@ -16,13 +17,13 @@ def flatten(tensor: Tensor) -> Tensor:
 
 
 class GroupModule(PolicyModule):
-    def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> dict[str, Tensor | StepSamples]:
         with self.timed("rollout"):
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
         with self.timed("ranking"):
             scores = self.rank(batch, rollout)  # (B, K)
             targets = self.objective.preferences(scores, gather=self.gather_rows)
-        self.last_samples = StepSamples(batch, rollout, scores, rewards=targets.rewards)
+        oracle = oracle_scores(self.task, batch, rollout)
         with self.timed("update"):
             if isinstance(self.objective, GRPOObjective):
                 out = self.grpo_step(batch, rollout, targets.advantages)
@@ -37,10 +38,10 @@ class GroupModule(PolicyModule):
             "rank/score_std": scores.std(),
             "reward/mean": targets.rewards.mean(),
             "reward/std": targets.rewards.std(dim=1).mean(),
-            **self.datamodule.oracle_diagnostics(batch, rollout, scores, targets.label_distribution),
+            **oracle_diagnostics(oracle, scores, targets.label_distribution),
         }
         self.log_metrics(metrics, batch_size=len(batch))
-        return out.loss
+        return {"loss": out.loss, "samples": StepSamples(batch, rollout, scores, oracle, rewards=targets.rewards)}
 
     def gather_rows(self, tensor: Tensor) -> Tensor:
         """(B, …) on each rank → (world_size·B, …): `scale_rewards=batch` takes the global batch's std."""

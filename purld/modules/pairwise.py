@@ -12,6 +12,7 @@ from torch import Tensor
 
 from purld.modules.base import PolicyModule
 from purld.modules.samples import StepSamples
+from purld.ranking.diagnostics import oracle_diagnostics, oracle_scores
 from purld.types import Pairs, PromptBatch, Rollout
 
 
@@ -47,21 +48,31 @@ def distinct_sequences(pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.tensor(list(by_prompt), device=device), rows, chosen_row, rejected_row
 
 
+def pair_oracle_accuracy(oracle: Tensor, pairs: Pairs) -> Tensor:
+    """Fraction of pairs whose chosen side is oracle-better, from the candidates' (B, K) oracle scores (the anchor,
+    index K, counts as correct); NaN without pairs."""
+    if len(pairs) == 0:
+        return torch.tensor(float("nan"))
+    pool = torch.cat([oracle, oracle.new_ones(oracle.shape[0], 1)], dim=1).to(pairs.prompt_index.device)  # (B, K+1)
+    agree = pool[pairs.prompt_index, pairs.chosen_index] > pool[pairs.prompt_index, pairs.rejected_index]
+    return agree.float().mean()
+
+
 class PairwiseModule(PolicyModule):
-    def training_step(self, batch: PromptBatch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> dict[str, Tensor | StepSamples]:
         with self.timed("rollout"):
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
         with self.timed("ranking"):
             scores = self.rank(batch, rollout)  # (B, K)
             pairs = self.objective.preferences(scores)
-        self.last_samples = StepSamples(batch, rollout, scores, pairs=pairs)
+        oracle = oracle_scores(self.task, batch, rollout)
         metrics = {
             "rollout/len_mean": rollout.lengths.float().mean(),
             "rollout/truncated_fraction": rollout.is_truncated.float().mean(),
             "rank/score_mean": scores.mean(),
             "rank/score_std": scores.std(),
             "pref/num_pairs": float(len(pairs)),
-            **self.datamodule.oracle_diagnostics(batch, rollout, scores, None),
+            **oracle_diagnostics(oracle, scores, None),
         }
         with self.timed("update"):
             if len(pairs) == 0:  # the objective's own metrics, all NaN: every step (and DDP rank) logs the same keys
@@ -72,10 +83,10 @@ class PairwiseModule(PolicyModule):
                 out = self.dpo_step(batch, rollout, pairs)
                 loss = out.loss
                 metrics.update(out.prefixed("train/"))
-            if self.datamodule.task.has_oracle:
-                metrics["rank/pair_oracle_accuracy"] = self.pair_oracle_accuracy(batch, rollout, pairs)
+            if oracle is not None:
+                metrics["rank/pair_oracle_accuracy"] = pair_oracle_accuracy(oracle, pairs)
         self.log_metrics(metrics, batch_size=len(batch))
-        return loss
+        return {"loss": loss, "samples": StepSamples(batch, rollout, scores, oracle, pairs=pairs)}
 
     def dpo_step(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs):
         pool_ids, pool_mask = candidate_pool(batch, rollout, self.tokenizer.pad_token_id)
@@ -101,16 +112,3 @@ class PairwiseModule(PolicyModule):
             return self.objective(*sequence_logps(token_logps), ref_chosen, ref_rejected)
 
         return self.micro_batched(loss_of, inputs)
-
-    def pair_oracle_accuracy(self, batch: PromptBatch, rollout: Rollout, pairs: Pairs) -> Tensor:
-        """Fraction of pairs whose chosen side is oracle-better (the anchor counts as correct)."""
-        task = self.datamodule.task
-
-        def oracle(prompt: int, index: int) -> float:
-            return 1.0 if index == rollout.num_candidates else task.oracle_score(batch.examples[prompt], rollout.texts[prompt][index])
-
-        agree = [
-            oracle(p, c) > oracle(p, r)
-            for p, c, r in zip(pairs.prompt_index.tolist(), pairs.chosen_index.tolist(), pairs.rejected_index.tolist())
-        ]
-        return torch.tensor(sum(agree) / len(agree) if agree else float("nan"))

@@ -23,11 +23,12 @@ COLUMNS = ["step", "prompt_id", "prompt", "anchor", "candidate", "score", "rank"
 
 @dataclass
 class StepSamples:
-    """The last training step's rollout and ranking, kept by the module for `SampleLogger`."""
+    """A training step's rollout and ranking: what `training_step` returns beside its loss, for `SampleLogger`."""
 
     batch: PromptBatch
     rollout: Rollout
     scores: Tensor  # (B, K)
+    oracle: Tensor | None  # (B, K) the task's oracle scores (≥ 1 is correct); None when it has none
     rewards: Tensor | None = None  # (B, K), group step
     pairs: Pairs | None = None  # pairwise step
 
@@ -44,7 +45,7 @@ class StepSamples:
                         rejected[r] = True
         return ["both" if c and r else "chosen" if c else "rejected" if r else "" for c, r in zip(chosen, rejected)]
 
-    def rows(self, step: int, num_prompts: int, task) -> list[list[Any]]:
+    def rows(self, step: int, num_prompts: int) -> list[list[Any]]:
         rows = []
         for prompt in range(min(num_prompts, len(self.batch))):
             example, anchor = self.batch.examples[prompt], self.batch.anchors[prompt]
@@ -53,7 +54,7 @@ class StepSamples:
             ranks[scores.argsort(descending=True, stable=True)] = torch.arange(1, len(scores) + 1)
             roles = self.roles(prompt)
             for k, text in enumerate(self.rollout.texts[prompt]):
-                correct = bool(task.oracle_score(example, text) >= 1.0) if task.has_oracle else None
+                correct = bool(self.oracle[prompt, k] >= 1.0) if self.oracle is not None else None
                 reward = float(self.rewards[prompt, k]) if self.rewards is not None else None
                 rows.append([step, example.prompt_id, example.prompt, anchor, text, float(scores[k]), int(ranks[k]), reward, roles[k], correct])
         return rows
@@ -66,11 +67,11 @@ class SampleLogger(L.Callback):
         self.path, self.every_n_steps, self.num_prompts = Path(path), every_n_steps, num_prompts
 
     def on_train_batch_end(self, trainer: L.Trainer, module, outputs, batch, batch_idx: int) -> None:
-        samples: StepSamples | None = getattr(module, "last_samples", None)
+        samples: StepSamples | None = outputs.get("samples") if isinstance(outputs, dict) else None  # none from SFT
         step = trainer.global_step
         if samples is None or self.every_n_steps <= 0 or not trainer.is_global_zero or (step - 1) % self.every_n_steps:
             return
-        rows = samples.rows(step, self.num_prompts, trainer.datamodule.task)
+        rows = samples.rows(step, self.num_prompts)
         with self.path.open("a") as handle:
             for row in rows:
                 handle.write(json.dumps(dict(zip(COLUMNS, row)), ensure_ascii=False) + "\n")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from purld.tasks.base import Task
+from purld.types import Candidates, PromptBatch
+
 
 def kendall_tau_b_per_prompt(scores: Tensor, oracle: Tensor) -> Tensor:
     """(B,) Kendall's τ_b between ranker scores and oracle scores, per prompt.
@@ -51,3 +54,31 @@ def mass_on_correct_per_prompt(label_distribution: Tensor, oracle_correct: Tenso
 def mass_on_correct(label_distribution: Tensor, oracle_correct: Tensor) -> Tensor:
     """Mean over prompts of Σ_k q_k·[y_k correct]."""
     return mass_on_correct_per_prompt(label_distribution, oracle_correct).mean()
+
+
+def oracle_scores(task: Task, batch: PromptBatch, candidates: Candidates) -> Tensor | None:
+    """(B, K) the task's oracle score of every candidate (≥ 1 is correct); None when the task has no oracle."""
+    if not task.has_oracle:
+        return None
+    return torch.tensor([[task.oracle_score(example, text) for text in row] for example, row in zip(batch.examples, candidates.texts)])
+
+
+def oracle_diagnostics(oracle: Tensor | None, scores: Tensor, label_distribution: Tensor | None) -> dict[str, Tensor]:
+    """`rank/*` signal-quality metrics of a step's (B, K) scores against its (B, K) `oracle_scores` (empty when the
+    task has none); `label_distribution`: the step's q (B, K), where the objective makes one.
+
+    The same keys every step, NaN where a figure is undefined (Kendall τ on a step where no prompt's candidates mix
+    right and wrong): under DDP every rank then logs the same keys, and a mean over steps can leave out, and count,
+    the steps where it was undefined (`StepMeans`, `read_curves`)."""
+    if oracle is None:
+        return {}
+    oracle = oracle.to(scores.device)
+    correct = oracle >= 1.0
+    metrics = {
+        "rollout/oracle_accuracy": correct.float().mean(),
+        "rank/kendall_tau": kendall_tau_b(scores, oracle),
+        "rank/top1_oracle_accuracy": top1_oracle_accuracy(scores, correct),
+    }
+    if label_distribution is not None:
+        metrics["rank/q_mass_on_correct"] = mass_on_correct(label_distribution, correct)
+    return metrics

@@ -48,8 +48,10 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
         "eval.every_n_steps=2",  # validation: each rank evaluates its share of the held-out prompts, pooled
         f"anchors.cache_path={cache}",
         f"hydra.run.dir={run_dir}",
+        "+callbacks.rank_record._target_=purld.testing.rank_record.RankRecord",
+        f"+callbacks.rank_record.directory={tmp_path / 'ranks'}",
     )
-    ranks = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     # Each rank trained on its own prompts: 3 steps × 4 prompts, none shared.
     prompts = [r["purld_prompt_ids"] for r in ranks]
@@ -60,7 +62,7 @@ def test_ddp_two_cpu_processes_shard_prompts_and_end_with_identical_weights(tmp_
         halves = [set(ids[32 * step : 32 * (step + 1)]) for ids in warm]
         assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 64
     # Gradients were synchronised: the ranks end with the same weights.
-    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["purld_weights_sha256"] == ranks[1]["purld_weights_sha256"]
     # The teacher was asked once per prompt in all: by rank 0; rank 1 only read the cache.
     assert [r["reference_answers"] for r in ranks] == [ASKED, 0]
     assert cache_rows(cache) == ASKED
@@ -145,7 +147,8 @@ def test_wandb_offline_run_holds_config_scalars_and_samples_table(tmp_path):
     table = json.loads(Path(table_file).read_text())
     assert table["columns"][:6] == ["step", "prompt_id", "prompt", "anchor", "candidate", "score"]
     assert len(table["data"]) == 2 * 3  # samples.num_prompts × K
-    assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 2 * 6  # 2 steps
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 6 and {type(row["correct"]) for row in samples} == {bool}  # 2 steps; the oracle's verdicts
 
 
 def test_sigkill_then_resume_ends_as_if_it_never_died(tmp_path):

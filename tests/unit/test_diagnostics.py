@@ -50,20 +50,16 @@ def test_means_over_steps_count_only_the_steps_where_a_figure_was_defined(tmp_pa
 
 def test_oracle_diagnostics_log_the_same_keys_every_step(task, make_batch, tmp_path, student):
     """Under DDP, ranks that log different keys issue different numbers of all-reduces: a hang."""
-    from purld.anchors import AnchorCache
-    from purld.data import AnchorDataModule
-    from purld.ranking import LexicalRanker
+    from purld.ranking.diagnostics import oracle_diagnostics, oracle_scores
     from purld.rollout.sampler import candidates_from_texts
-    from purld.teachers import ReferenceTeacher
 
     _, tokenizer = student
-    dm = AnchorDataModule(task, ReferenceTeacher(), AnchorCache(tmp_path / "c.sqlite"), LexicalRanker(), tokenizer)
     batch = make_batch(task, tmp_path, size=2)
     all_wrong = candidates_from_texts(tokenizer, [["no", "answer"], ["none", "here"]], "cpu")  # oracle 0 for all: tied
     mixed = candidates_from_texts(tokenizer, [[batch.anchors[0], "ans=2"], ["ans=3", batch.anchors[1]]], "cpu")
     scores = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    undefined = dm.oracle_diagnostics(batch, all_wrong, scores, torch.full((2, 2), 0.5))
-    defined = dm.oracle_diagnostics(batch, mixed, scores, torch.full((2, 2), 0.5))
+    undefined = oracle_diagnostics(oracle_scores(task, batch, all_wrong), scores, torch.full((2, 2), 0.5))
+    defined = oracle_diagnostics(oracle_scores(task, batch, mixed), scores, torch.full((2, 2), 0.5))
     assert set(undefined) == set(defined)
     assert math.isnan(undefined["rank/kendall_tau"]) and defined["rank/kendall_tau"] == 1.0
 

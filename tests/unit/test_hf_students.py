@@ -64,11 +64,10 @@ def test_chat_template_decides_rendering(tmp_path):
     assert not HFStudent(str(tmp_path), use_chat_template="never").chat_template_enabled(tokenizer)
     from purld.anchors import AnchorCache
     from purld.data import AnchorDataModule
-    from purld.ranking import LexicalRanker
     from purld.teachers import ReferenceTeacher
     from purld.types import Example
 
-    dm = AnchorDataModule(None, ReferenceTeacher(), AnchorCache(tmp_path / "c.sqlite"), LexicalRanker(), tokenizer, use_chat_template=True)
+    dm = AnchorDataModule(None, ReferenceTeacher(), AnchorCache(tmp_path / "c.sqlite"), tokenizer, use_chat_template=True)
     assert dm.prompt_text(Example("x", "2+2=")) == "<user>2+2=<assistant>"
 
 

@@ -28,9 +28,9 @@ from tests.unit.test_hf_students import save_tiny
 TASK = WordProblemsTask(num_train=8, num_heldout=4)
 
 
-def datamodule(tokenizer, tmp_path, ranker=None, batch_size=2) -> AnchorDataModule:
+def datamodule(tokenizer, tmp_path, batch_size=2) -> AnchorDataModule:
     dm = AnchorDataModule(
-        TASK, ReferenceTeacher(), AnchorCache(tmp_path / "anchors.sqlite"), ranker or VerifierRanker(), tokenizer,
+        TASK, ReferenceTeacher(), AnchorCache(tmp_path / "anchors.sqlite"), tokenizer,
         batch_size=batch_size, use_chat_template=True, progress=False,
     )
     dm.prepare_data()
@@ -53,10 +53,12 @@ def grad_enabled_layer_calls(smollm2_dir, tmp_path, checkpointing) -> list[bool]
     module = GroupModule(
         model, tokenizer, GRPOObjective(beta=0.0, preferences=GroupTargetBuilder()),
         optimizer=lambda params: torch.optim.SGD(params, lr=0.0), sampler=Sampler(num_candidates=2, max_new_tokens=3),
+        task=TASK, ranker=VerifierRanker(),
     )
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(module, datamodule=datamodule(tokenizer, tmp_path / str(checkpointing), batch_size=1))
+    # Batches alone, no datamodule: the module owns its task and ranker and reads nothing back through the trainer.
+    trainer.fit(module, train_dataloaders=datamodule(tokenizer, tmp_path / str(checkpointing), batch_size=1).train_dataloader())
     return [training for grad, training in calls if grad]
 
 
@@ -118,9 +120,10 @@ def test_rankers_read_what_the_student_reads(smollm2, tmp_path):
     )
     try:
         for ranker in (LikelihoodRanker(), SelfJudgeRanker()):
-            dm.ranker = ranker
+            module = GroupModule(model, tokenizer, GRPOObjective(preferences=GroupTargetBuilder()), optimizer=None,
+                                 task=TASK, ranker=ranker, render=dm.render_message)
             inputs.clear()
-            scores = dm.rank(batch, rollout, model)
+            scores = module.rank(batch, rollout)
             assert scores.shape == (2, 2) and torch.isfinite(scores).all()
             text = "".join(inputs)
             assert text.count("<|im_start|>assistant") >= 2, (ranker.name, text)  # every context ends with the cue
