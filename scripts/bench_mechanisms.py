@@ -1,0 +1,196 @@
+"""Each of purld's speed and memory mechanisms on the real student, on versus off, in one run.
+
+    python scripts/bench_mechanisms.py --out outputs/bench/mechanisms_smollm2.json
+    python scripts/bench_mechanisms.py --render outputs/bench/mechanisms_smollm2.json   # the table again
+
+Every variant is one `purld-train` GRPO run of SmolLM2-135M-Instruct (`experiment=smollm2`, full fine-tune,
+its chat template) on GSM8K prompts, ranked by `self_judge` (the ranker that reads the most text): 4 prompts ×
+K 4 × 64 new tokens, EOS suppressed (every variant does the same work), `--steps` steps of which the first is
+warm-up. A variant runs in its own process, so its peak RSS is its own (`os.wait4`). The variants run in
+`--rounds` interleaved rounds (odd rounds in reverse order); a variant's figure is its median over steps and
+rounds, and each is read against the `default` variant of the same run. The machine's load outside the
+benchmark is recorded per variant (cores used by other processes while it ran).
+
+What a variant turns off, and how (none of these has a config key; the benchmark patches the function):
+- `no_last_position`: `rollout/last_position.py` (the last decoder layer runs at the last position only, in the
+  rollout's prompt pass and the self-judge's forward);
+- `no_common_head`: `split_common_head` (tokens every prefix starts with, run once for the batch);
+- `checkpointed_prompts_repeated`: under `student.gradient_checkpointing=full`, each prompt repeated K times
+  instead of its KV cache shared through the checkpointed layers' replay (`ReadOnlyPrefixCache.replaying`),
+  against `checkpointed`;
+- `no_lean_activations`: `student.lean_activations=false`;
+- `micro_batch`: `data.micro_batch_size=8` (the update in two passes of precomputed gradients);
+- `generate_static_cache`: `rollout.cache_implementation=static`, and `static_decoder`: `rollout=static` (purld's
+  own decoder), both against the default dynamic cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quickstart import machine_busy_seconds  # noqa: E402
+
+PATCHES = ("last_position", "common_head", "prompt_sharing_under_checkpointing")
+VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patches, overrides)
+    "default": ((), ()),
+    "no_last_position": (("last_position",), ()),
+    "no_common_head": (("common_head",), ()),
+    "no_lean_activations": ((), ("student.lean_activations=false",)),
+    "micro_batch": ((), ("data.micro_batch_size=8",)),
+    "checkpointed": ((), ("student.gradient_checkpointing=full",)),
+    "checkpointed_prompts_repeated": (("prompt_sharing_under_checkpointing",), ("student.gradient_checkpointing=full",)),
+    "generate_static_cache": ((), ("rollout.cache_implementation=static",)),
+    "static_decoder": ((), ("rollout=static", "rollout.num_candidates=4", "rollout.max_new_tokens=64",
+                            "rollout.temperature=0.7", "rollout.suppress_eos=true")),
+}
+BASELINE_OF = {"checkpointed_prompts_repeated": "checkpointed"}  # read against this variant, not `default`
+PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
+
+
+def overrides(run_dir: Path, cache: Path, steps: int, threads: int) -> list[str]:
+    return [
+        "experiment=smollm2", "task=gsm8k", "~task.max_operand", "ranker=self_judge",
+        "rollout.num_candidates=4", "rollout.max_new_tokens=64", "rollout.suppress_eos=true",
+        "warmstart.sft_steps=0", "eval.before=false", "eval.num_prompts=1", f"trainer.max_steps={steps}",
+        "logger=csv", "checkpointing.enabled=false", "samples.every_n_steps=0", f"num_threads={threads}",
+        f"anchors.cache_path={cache}", f"hydra.run.dir={run_dir}",
+    ]
+
+
+def apply_patches(patches: list[str]) -> None:
+    """Turn mechanisms off in this process, before `purld-train` runs in it."""
+    from purld.ranking import self_judge
+    from purld.rollout import decoder, logprobs, sampler
+
+    if "last_position" in patches:
+        for module in (sampler, self_judge, decoder):
+            module.reading_last_position_only = lambda model: nullcontext()
+    if "common_head" in patches:
+        logprobs.split_common_head = lambda ids, mask: (ids[:1, :0], ids, mask)
+    if "prompt_sharing_under_checkpointing" in patches:
+        shared = logprobs.prompts_can_be_shared
+        logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)
+
+
+def worker(patches: list[str], arguments: list[str]) -> None:
+    apply_patches(patches)
+    from purld.cli.train import main as train
+
+    sys.argv = ["purld-train", *arguments]
+    train()
+
+
+def step_times(run_dir: Path) -> dict[str, list[float]]:
+    with (run_dir / "logs" / "purld" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {part: [float(row[part]) for row in rows if row.get(part)] for part in PARTS}
+
+
+def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int) -> dict[str, Any]:
+    patches, extra = VARIANTS[name]
+    run_dir = scratch / f"{name}-{round_}"
+    arguments = [*overrides(run_dir, scratch / "anchors.sqlite", steps, threads), *extra]
+    command = [sys.executable, __file__, "--worker", json.dumps({"patches": list(patches), "arguments": arguments})]
+    busy_before, start = machine_busy_seconds(), time.perf_counter()
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage: its peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        stderr = errors.read()
+    wall = time.perf_counter() - start
+    if process.returncode:
+        raise RuntimeError(f"variant {name}: purld-train failed:\n{stderr[-3000:]}")
+    own_cpu = usage.ru_utime + usage.ru_stime
+    return {"times": step_times(run_dir), "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": round(wall, 1),  # Linux: KB
+            "outside_load_cores": round((machine_busy_seconds() - busy_before - own_cpu) / wall, 2)}
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per variant: medians over rounds of the per-round medians (warm-up step left out), and ratios to its baseline."""
+    table: dict[str, Any] = {}
+    for name, runs in results.items():
+        medians = {part: statistics.median(statistics.median(run["times"][part][1:]) for run in runs) for part in PARTS}
+        table[name] = {
+            **{part.removeprefix("time/") + "_s": round(value, 3) for part, value in medians.items()},
+            "peak_rss_mb": round(statistics.median(run["peak_rss_mb"] for run in runs), 1),
+            "outside_load_cores": round(max(run["outside_load_cores"] for run in runs), 2),
+        }
+    for name, row in table.items():
+        baseline = table.get(BASELINE_OF.get(name, "default"))
+        if baseline is not None and name != "default":
+            row["against"] = BASELINE_OF.get(name, "default")
+            row["step_ratio"] = round(row["step_s"] / baseline["step_s"], 3)
+            row["rss_ratio"] = round(row["peak_rss_mb"] / baseline["peak_rss_mb"], 3)
+    return table
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"SmolLM2-135M-Instruct, GRPO + self_judge, {report['settings']}",
+        "",
+        "| variant | against | step s | rollout s | ranking s | update s | step ratio | peak RSS MB | RSS ratio | outside load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in report["variants"].items():
+        lines.append(
+            f"| {name} | {row.get('against', '')} | {row['step_s']:.2f} | {row['rollout_s']:.2f} | {row['ranking_s']:.2f} | "
+            f"{row['update_s']:.2f} | {row.get('step_ratio', '')} | {row['peak_rss_mb']:.0f} | {row.get('rss_ratio', '')} | "
+            f"{row['outside_load_cores']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/mechanisms_smollm2.json"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--steps", type=int, default=3, help="steps per run, the first one warm-up")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render", type=Path, help="print the table of a written report and stop")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        return worker(spec["patches"], spec["arguments"])
+    if args.render:
+        return print(render(json.loads(args.render.read_text())))
+    names = args.variants.split(",")
+    if unknown := set(names) - set(VARIANTS):
+        parser.error(f"--variants: unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_ in range(args.rounds):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                results[name].append(run_variant(name, Path(scratch), args.steps, args.threads, round_))
+                row = results[name][-1]
+                print(f"[{time.perf_counter() - started:6.0f} s] round {round_} {name}: step "
+                      f"{statistics.median(row['times']['time/step'][1:]):.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    report = {
+        "settings": f"4 prompts x K 4 x 64 new tokens, GSM8K prompts, fp32, {args.threads} threads, "
+                    f"{args.steps - 1} measured steps x {args.rounds} rounds",
+        "variants": summarise(results),
+        "runs": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
