@@ -3,7 +3,7 @@
     python scripts/evidence.py            # toy students: 2 tasks × 9 rows × 3 seeds + an ablation (under 60 min on 2 cores)
     python scripts/evidence.py --quick    # the same code path: 1 seed, fewer steps (under 10 min), in outputs/evidence/quick
     python scripts/evidence.py --real     # SmolLM2-135M-Instruct: the signal tables, then 2 tasks × 12 rows × 3 seeds
-    python scripts/evidence.py --real --quick   # word_problems, 1 seed, 4 rows of 4 steps, 16 signal prompts
+    python scripts/evidence.py --real --quick   # word_problems, 1 seed, 4 rows of 4 steps, 16 signal prompts (10.5 min)
 
 Two suites share the code. The toy one (`arithmetic`, 2-digit addition with worked
 steps; `sort`, sorting a few digits) trains random-init students; `--real` trains
@@ -44,7 +44,8 @@ directories: `purld-compare` reads them), the signal tables to
 signal.json exists) is not run again, so an interrupted command picks up where it
 stopped; a failed run is reported and the others go on. Results:
 `<out>/evidence.json`, `<out>/evidence.md` (the tables README.md shows, also
-written into README.md between its evidence markers with `--readme`), and
+written between its evidence markers into the file `--readme` names: README.md for the
+real suite, scripts/README.md for the toy one), and
 `<out>/accuracy_curves.png` (held-out accuracy and, for ranked rows, Kendall τ over
 the steps, mean over seeds).
 """

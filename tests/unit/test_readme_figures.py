@@ -1,4 +1,4 @@
-"""README's generated blocks are what their scripts render from the committed JSON."""
+"""README's (and scripts/README.md's) generated blocks are what their scripts render from the committed JSON."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def test_the_real_student_table_is_rendered_from_its_reports():
     assert " ".join(PRESET_REPORTS) in written  # the command that regenerates it
 
 
-@pytest.mark.parametrize("path", ["outputs/evidence/evidence.json", "outputs/evidence/real/evidence.json"])
-def test_the_evidence_tables_are_rendered_from_their_json(path):
+@pytest.mark.parametrize(("path", "document"), [("outputs/evidence/evidence.json", "scripts/README.md"),
+                                                ("outputs/evidence/real/evidence.json", "README.md")])
+def test_the_evidence_tables_are_rendered_from_their_json(path, document):
     report = json.loads((ROOT / path).read_text())
-    written = block((ROOT / "README.md").read_text(), SUITES[report.get("suite", "toy")].markers)
+    written = block((ROOT / document).read_text(), SUITES[report.get("suite", "toy")].markers)
     assert render_evidence(report) in written
     assert f"--render {path}" in written  # the command that regenerates it
 
