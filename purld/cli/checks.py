@@ -45,6 +45,28 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float))
 
 
+# Config options that come from a Hydra plugin, which the `launchers` extra installs: option → the plugin's module.
+PLUGIN_OPTIONS = {
+    "hydra/launcher": {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                       "submitit_slurm": "hydra_plugins.hydra_submitit_launcher", "slurm": "hydra_plugins.hydra_submitit_launcher"},
+    "hydra/sweeper": {"optuna": "hydra_plugins.hydra_optuna_sweeper"},
+    "hparams_search": {"optuna": "hydra_plugins.hydra_optuna_sweeper"},
+}
+
+
+def missing_plugin(arguments: list[str]) -> str | None:
+    """The message for a command-line choice whose Hydra plugin is not installed (Hydra's own error would list the
+    options it has, not how to get the one asked for); None when every plugin asked for is there."""
+    import importlib.util
+
+    for argument in arguments:
+        group, _, option = argument.lstrip("+~").partition("=")
+        module = PLUGIN_OPTIONS.get(group, {}).get(option)
+        if module and importlib.util.find_spec(module) is None:
+            return f"{group}={option} needs the {module.split('.')[-1].replace('_', '-')} plugin, not installed: pip install 'purld[launchers]'"
+    return None
+
+
 def group_choice(group: str) -> str | None:
     if HydraConfig.initialized():
         return HydraConfig.get().runtime.choices.get(group)

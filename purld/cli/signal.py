@@ -77,6 +77,12 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     if not parts.task.has_oracle:
         raise ConfigError(f"purld-signal measures rankers against an oracle; task {parts.task.name!r} has none")
     names = ranker_names(cfg)
+    if "embedding" in names and cfg.signal.rankers is None and group_choice("ranker") != "embedding":
+        from purld.ranking.embedding import EXTRA, missing_packages
+
+        if missing_packages(OmegaConf.load(RANKER_DIR / "embedding.yaml").get("model_name_or_path")):
+            print(f"purld-signal: leaving out ranker embedding (its encoder is not installed: {EXTRA})")
+            names.remove("embedding")
     if "verifier" in names and not parts.task.extracts_answers:
         if cfg.signal.rankers is not None:
             raise ConfigError(f"signal.rankers: verifier needs a task that extracts final answers; task {parts.task.name!r} does not")

@@ -7,13 +7,14 @@ override fails in about a second.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from purld.cli.checks import check_config, check_quickstart_student, reported_errors
+from purld.cli.checks import check_config, check_quickstart_student, missing_plugin, reported_errors
 from purld.cli.resume import resumed_config
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # purld/conf: the package's link to conf/, or its copy in a wheel
@@ -41,11 +42,18 @@ def run_and_finish(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 @reported_errors
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     summary = run_and_finish(cfg)
     if not summary:  # a rank other than 0
         return None
     return summary["eval"]["after"].get(cfg.get("optimized_metric") or "accuracy")  # what a Hydra sweeper optimises
+
+
+def main() -> None:
+    if message := missing_plugin(sys.argv[1:]):
+        print(f"purld: invalid config: {message}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

