@@ -11,17 +11,20 @@ warm-up. A variant runs in its own process, so its peak RSS is its own (`os.wait
 rounds, and each is read against the `default` variant of the same run. The machine's load outside the
 benchmark is recorded per variant (cores used by other processes while it ran).
 
-What a variant turns off, and how (none of these has a config key; the benchmark patches the function):
-- `no_last_position`: `rollout/last_position.py` (the last decoder layer runs at the last position only, in the
-  rollout's prompt pass and the self-judge's forward);
-- `no_common_head`: `split_common_head` (tokens every prefix starts with, run once for the batch);
+What a variant turns off, and how:
 - `checkpointed_prompts_repeated`: under `student.gradient_checkpointing=full`, each prompt repeated K times
   instead of its KV cache shared through the checkpointed layers' replay (`ReadOnlyPrefixCache.replaying`),
-  against `checkpointed`;
+  against `checkpointed` (no config key: the benchmark patches `prompts_can_be_shared`);
 - `no_lean_activations`: `student.lean_activations=false`;
 - `micro_batch`: `data.micro_batch_size=8` (the update in two passes of precomputed gradients);
 - `generate_static_cache`: `rollout.cache_implementation=static`, and `static_decoder`: `rollout=static` (purld's
   own decoder), both against the default dynamic cache.
+
+The committed report (outputs/bench/mechanisms_smollm2.json) also holds two variants of mechanisms that it
+measured as costing rather than saving, and that were removed after it (commit 0613976 has them):
+`no_last_position` (the last decoder layer run at the last position only, `rollout/last_position.py`: the step
+0.949 of the default without it) and `no_common_head` (`split_common_head`, tokens every prefix starts with run
+once for the batch: 0.965, peak RSS 1.015).
 """
 
 from __future__ import annotations
@@ -35,18 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quickstart import machine_busy_seconds  # noqa: E402
 
-PATCHES = ("last_position", "common_head", "prompt_sharing_under_checkpointing")
 VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patches, overrides)
     "default": ((), ()),
-    "no_last_position": (("last_position",), ()),
-    "no_common_head": (("common_head",), ()),
     "no_lean_activations": ((), ("student.lean_activations=false",)),
     "micro_batch": ((), ("data.micro_batch_size=8",)),
     "checkpointed": ((), ("student.gradient_checkpointing=full",)),
@@ -71,14 +70,8 @@ def overrides(run_dir: Path, cache: Path, steps: int, threads: int) -> list[str]
 
 def apply_patches(patches: list[str]) -> None:
     """Turn mechanisms off in this process, before `purld-train` runs in it."""
-    from purld.ranking import self_judge
-    from purld.rollout import decoder, logprobs, sampler
+    from purld.rollout import logprobs
 
-    if "last_position" in patches:
-        for module in (sampler, self_judge, decoder):
-            module.reading_last_position_only = lambda model: nullcontext()
-    if "common_head" in patches:
-        logprobs.split_common_head = lambda ids, mask: (ids[:1, :0], ids, mask)
     if "prompt_sharing_under_checkpointing" in patches:
         shared = logprobs.prompts_can_be_shared
         logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)

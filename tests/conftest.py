@@ -43,23 +43,6 @@ def make_batch(student):
     return make
 
 
-@pytest.fixture
-def common_head_lengths(monkeypatch) -> list[int]:
-    """The head length found by every `split_common_head` call (0: the prefixes read whole), in call order."""
-    from purld.rollout import logprobs
-
-    lengths: list[int] = []
-    split = logprobs.split_common_head
-
-    def recorded(*args):
-        head_ids, rest_ids, rest_mask = split(*args)
-        lengths.append(head_ids.shape[1])
-        return head_ids, rest_ids, rest_mask
-
-    monkeypatch.setattr(logprobs, "split_common_head", recorded)
-    return lengths
-
-
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

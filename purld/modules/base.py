@@ -119,6 +119,9 @@ class PolicyModule(L.LightningModule):
 
         Exact because every objective is a sum of per-group terms whose normalisers depend on the masks only:
         a pass's gradient does not depend on the other rows' values, so zeros stand in for the rows not yet run.
+
+        Memory for time: on SmolLM2-135M-Instruct (GRPO, 16 rows in 2 passes of 8) 13.6 % off the step's peak RSS
+        for 33 % more step time (`python scripts/bench_mechanisms.py`, `micro_batch`).
         """
         prompt_ids, prompt_mask, completion_ids, completion_mask = inputs
         num_groups = prompt_ids.shape[0]

@@ -16,14 +16,12 @@ from torch import Tensor
 
 from purld.ranking.base import Ranker, RankingContext, checked_judge_model
 from purld.ranking.likelihood import tokenize_left_padded
-from purld.rollout.last_position import reading_last_position_only
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.rollout.sampler import stop_token_ids
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch
 
-# The instruction comes first: every prompt's judge text then starts with the same tokens, read once for the
-# whole batch (`split_common_head`). The task and anchor come next, read once per prompt; each of the K
+# The instruction comes first, then the task and anchor, read once per prompt for its K candidates; each of the K
 # candidates costs its own tokens and the closing question. The task is quoted as the student saw it, under a
 # heading of its own, so that a task whose prompt carries its own labels ("Question: …\nAnswer:") is not
 # labelled twice.
@@ -73,7 +71,7 @@ class SelfJudgeRanker(Ranker):
         for i, row in enumerate(rows):
             continuation[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
             continuation_mask[i, width - len(row) :] = True
-        with in_eval_mode(model), reading_last_position_only(model):  # only the last position's logits are read
+        with in_eval_mode(model):
             _, logits = forward_after_shared_prefix(
                 model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1
             )

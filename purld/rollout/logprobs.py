@@ -332,38 +332,11 @@ def _both(first, second) -> Iterator[None]:
         yield
 
 
-MIN_TOKENS_SAVED = 64  # (B − 1)·h: below, a common head of h tokens is not worth its own model call
-
-
 def cache_argument_name(model: PreTrainedModel) -> str:
     """The keyword that takes a KV cache in this model's forward (and `generate`): transformers 5 renames
     `past_key_values` to `cache`, model by model."""
     base_model = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
     return "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
-
-
-def split_common_head(prefix_ids: Tensor, prefix_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The h tokens that every left-padded prefix (B, L) starts with — a system prompt, a judge's instruction —
-    as (1, h) ids, and the rest of each prefix, left-padded, (B, L′) ids and bool mask. h stops one token short of
-    the shortest prefix, and is 0 (the prefixes returned whole) when reading the head once would save fewer than
-    `MIN_TOKENS_SAVED` token positions."""
-    B, L = prefix_ids.shape
-    lengths = prefix_mask.long().sum(-1)
-    shortest = int(lengths.min())
-    no_head = prefix_ids[:1, :0], prefix_ids, prefix_mask
-    if (B - 1) * (shortest - 1) < MIN_TOKENS_SAVED:
-        return no_head
-    starts = L - lengths  # left padding: row b's tokens fill columns [starts[b], L)
-    firsts = prefix_ids.gather(1, starts[:, None] + torch.arange(shortest - 1, device=prefix_ids.device))
-    differs = (firsts != firsts[:1]).any(0)
-    head = int(differs.long().argmax()) if differs.any() else shortest - 1
-    if (B - 1) * head < MIN_TOKENS_SAVED:
-        return no_head
-    columns = torch.arange(L, device=prefix_ids.device)
-    in_head = (columns >= starts[:, None]) & (columns < (starts + head)[:, None])
-    first = L - int(lengths.max()) + head  # the first column past the longest prefix's head
-    head_ids = prefix_ids[:1, int(starts[0]) : int(starts[0]) + head]
-    return head_ids, prefix_ids[:, first:], (prefix_mask & ~in_head)[:, first:]
 
 
 def forward_after_shared_prefix(
@@ -380,19 +353,19 @@ def forward_after_shared_prefix(
     prefix (B, L) left-padded; continuation (B·K, T), K per prefix, padded either side (the
     attention mask and position ids skip the holes). The prefix runs once per prompt, its KV
     cache serves its K continuations (`ReadOnlyPrefixCache.read_only_for`): the cost grows
-    with K·T, not K·(L + T). Tokens that every prefix starts with (`split_common_head`: a
-    system prompt, a judge's instruction) run once for the whole batch, their cache repeated B
-    times. Gradients flow through the shared caches into the prefixes.
+    with K·T, not K·(L + T). Gradients flow through the shared cache into the prefixes.
     Under activation checkpointing the prefixes' layers are checkpointed too: their recomputation in backward
     returns the cache's states as the forward did and writes nothing (`ReadOnlyPrefixCache.replaying`); the
-    continuation's layers are checkpointed with the prefix cache, read-only, kept. The common head (1 row)
-    runs unchecked; under torch's `checkpoint_wrapper`, which checkpoints every pass, it is not split off.
+    continuation's layers are checkpointed with the prefix cache, read-only, kept. On SmolLM2-135M-Instruct
+    under `student.gradient_checkpointing=full` this sharing takes 8 % off a GRPO step and 26 % off its peak
+    RSS against repeating each prompt K times (`python scripts/bench_mechanisms.py`,
+    outputs/bench/mechanisms_smollm2.json: `checkpointed` against `checkpointed_prompts_repeated`).
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
     """
     cache_argument = cache_argument_name(model)
-    B, K = prefix_ids.shape[0], continuation_ids.shape[0] // prefix_ids.shape[0]
+    K = continuation_ids.shape[0] // prefix_ids.shape[0]
     cache = ReadOnlyPrefixCache(config=model.config)
     if not prompts_can_be_shared(model):
         raise RuntimeError("forward_after_shared_prefix: this model's checkpointed layers would drop or rewrite the cache")
@@ -417,16 +390,7 @@ def forward_after_shared_prefix(
         return output.hidden_states[-1][:, -count:] if hidden_states else output.logits[:, -count:]
 
     wrappers = checkpoint_wrappers(model) if torch.is_grad_enabled() else []
-    if wrappers:  # they would replay the head's pass too, over a cache that has moved on: each prefix runs whole
-        head_ids = prefix_ids[:1, :0]
-    else:
-        head_ids, prefix_ids, prefix_mask = split_common_head(prefix_ids, prefix_mask)
-    head_mask = prefix_mask.new_ones(1, head_ids.shape[1])
-    prefix_mask = torch.cat([head_mask.expand(B, -1), prefix_mask], dim=1).long()  # the cached head, then each rest
-    if head_ids.shape[1]:
-        with checkpointed_layers(model, checkpoint=False, keep_cache=True) if with_checkpointing else nullcontext():
-            run(head_ids, head_mask.long(), keep=1)
-        cache.batch_repeat_interleave(B)
+    prefix_mask = prefix_mask.long()
     with (
         checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext(),
         replaying_in_backward([(wrapper, "checkpoint_fn") for wrapper in wrappers], cache),  # checked by prompts_can_be_shared

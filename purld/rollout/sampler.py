@@ -24,7 +24,6 @@ from transformers import (
 )
 
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
-from purld.rollout.last_position import reading_last_position_only
 from purld.rollout.logprobs import cache_argument_name
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout
@@ -178,11 +177,10 @@ def prompt_cache_for_samples(
     cache = DynamicCache(config=model.config)
     head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1].long()
     position_ids = (head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
-    with reading_last_position_only(model):  # only the cache is read
-        model(
-            input_ids=head_ids, attention_mask=head_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-            **{cache_argument_name(model): cache},
-        )
+    model(
+        input_ids=head_ids, attention_mask=head_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+        **{cache_argument_name(model): cache},
+    )
     cache.batch_repeat_interleave(num_samples)
     return cache
 

@@ -354,8 +354,7 @@ def test_older_transformers_checkpointing_repeats_the_prompts(monkeypatch):
 def test_torch_checkpoint_wrapper_shares_the_prompts_and_replays_them_without_writing(monkeypatch):
     """Layers wrapped by torch's checkpoint_wrapper (Lightning FSDP's activation_checkpointing_policy) replay the
     prompt's pass in backward as well: its recomputation runs within the cache's `replaying()`, so the prompts are
-    still read once, with the same numbers. A head common to every prompt is not split off: the wrapper would
-    replay its pass too."""
+    still read once, with the same numbers."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -372,7 +371,6 @@ def test_torch_checkpoint_wrapper_shares_the_prompts_and_replays_them_without_wr
     assert sorted((layer_idx, rows) for replaying, layer_idx, rows in updates if replaying) == [(0, 2), (1, 2)]
     _assert_same_numbers(wrapped, plain, inputs[3])
     _assert_same_numbers(_logps_and_grads(model, headed_inputs, 1.0), headed_plain, headed_inputs[3])
-    assert caches[-1].layers[0].keys.shape[-2] == headed_inputs[0].shape[1]  # the whole prompts, head included
     assert all(type(fn := m.checkpoint_fn) is partial and "context_fn" not in fn.keywords for m in logprobs.checkpoint_wrappers(model))
 
 
@@ -410,42 +408,6 @@ def _prompts_with_a_common_head(tokenizer):
     completions = tokenizer([t + tokenizer.eos_token for t in ["17", "x", "7", "yyyy", "1000", "z"]], padding=True,
                             padding_side="right", add_special_tokens=False, return_tensors="pt")
     return prompts["input_ids"], prompts["attention_mask"].bool(), completions["input_ids"], completions["attention_mask"].bool()
-
-
-def test_split_common_head_finds_the_shared_tokens_of_left_padded_prefixes(student):
-    from purld.rollout.logprobs import MIN_TOKENS_SAVED, split_common_head
-
-    _, tokenizer = student
-    prompt_ids, prompt_mask, _, _ = _prompts_with_a_common_head(tokenizer)
-    head_ids, rest_ids, rest_mask = split_common_head(prompt_ids, prompt_mask)
-    head = head_ids.shape[1]
-    assert tokenizer.decode(head_ids[0]) == "Answer the following sum, and be quick: "  # one token per character
-    assert 2 * head >= MIN_TOKENS_SAVED
-    assert (rest_mask.sum(-1) == prompt_mask.sum(-1) - head).all()
-    assert tokenizer.decode(rest_ids[1][rest_mask[1]]) == "3+4="
-    short = tokenizer(["Answer the sum now: 12+5=", "Answer the sum now: 3+4=", "Answer the sum now: 999+1="],
-                      padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
-    assert split_common_head(short["input_ids"], short["attention_mask"].bool())[0].shape[1] == 0  # 2 × 20 tokens saved: not worth it
-    assert split_common_head(prompt_ids[:1], prompt_mask[:1])[0].shape[1] == 0
-
-
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_a_common_head_is_read_once_with_the_same_numbers(monkeypatch, checkpointing, common_head_lengths):
-    """Prefixes that start alike (a system prompt, a judge's instruction): the head runs once for the batch,
-    then each prompt's rest, then the completions. Same log-probs and gradients as reading every prefix whole."""
-    from purld.rollout import logprobs
-    from purld.students.base import enable_gradient_checkpointing
-
-    model, tokenizer = _tiny_llama()
-    model.train()
-    if checkpointing:
-        enable_gradient_checkpointing(model)
-    inputs = _prompts_with_a_common_head(tokenizer)
-    shared = _logps_and_grads(model, inputs, 0.7)
-    monkeypatch.setattr(logprobs, "MIN_TOKENS_SAVED", 10**6)
-    whole = _logps_and_grads(model, inputs, 0.7)
-    assert common_head_lengths[0] == 40 and common_head_lengths[1] == 0
-    _assert_same_numbers(shared, whole, inputs[3])
 
 
 def test_completions_must_split_evenly_over_the_prompts(student):
