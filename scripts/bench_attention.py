@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quickstart import machine_busy_seconds
-from bench_vs_trl import NUM_PROMPTS, _sequence_inputs, arithmetic_items, build_model, precision_context, setup_torch
+from vs_trl_harness import NUM_PROMPTS, _sequence_inputs, arithmetic_items, build_model, precision_context, setup_torch
 
 K, NEW_TOKENS = 8, 32
 

@@ -9,9 +9,11 @@ costs B·L prompt positions instead of B·K·L. Measured on two prompt sets of t
 arithmetic task (3-digit additions, about 8 tokens, the bench_vs_trl harness's prompts) and GSM8K questions
 (`task=gsm8k`'s template, the first 8 that fit the model's 256 positions with the new tokens: about 200
 tokens with the character tokenizer). Same model (the harness's random-init
-Llama, `student=tiny` at its sizes), same 8 prompts × K completions of exactly `--new-tokens` tokens (EOS
+Llama, `student=tiny` at its sizes, or `--sizes smollm2`: SmolLM2-135M-Instruct, its prompts through its chat
+template), same 8 prompts × K completions of exactly `--new-tokens` tokens (EOS
 suppressed on every side), the same sampling settings (temperature 1, no top-k / top-p). A third side is
-`rollout=static` (`StaticDecoderSampler`: purld's own decoder over a preallocated KV cache, eager on a CPU). The sides alternate
+`rollout=static` (`StaticDecoderSampler`: purld's own decoder over a preallocated KV cache, eager on a CPU), a
+fourth the plain `generate` with transformers' static cache (`cache_implementation="static"`). The sides alternate
 in one process, `--repeats` times after one warm-up each; medians are reported, with the CPU time other
 processes used during the run (/proc/stat).
 """
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_vs_trl as harness  # noqa: E402
+import vs_trl_harness as harness  # noqa: E402
 from bench_quickstart import machine_busy_seconds  # noqa: E402
 
 
@@ -36,7 +38,8 @@ def prompt_batch(task_name: str, tokenizer, count: int, max_prompt_tokens: int):
 
     examples = harness.harness_task(task_name, count, tokenizer, max_prompt_tokens).examples("train")
     encoded = tokenizer(
-        [e.prompt for e in examples], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
+        [harness.as_read(tokenizer, e.prompt) for e in examples], padding=True, padding_side="left",
+        add_special_tokens=False, return_tensors="pt",
     )
     ids, mask = encoded["input_ids"], encoded["attention_mask"].bool()
     anchors = [e.reference for e in examples]  # unused: the rollout reads only the prompts
@@ -54,13 +57,13 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
     sampler = Sampler(num_candidates=K, max_new_tokens=T, temperature=1.0, suppress_eos=True)
     static_sampler = StaticDecoderSampler(num_candidates=K, max_new_tokens=T, temperature=1.0, suppress_eos=True)
 
-    def plain_generate():
+    def plain_generate(**cache):
         model.eval()
         with torch.no_grad():
             model.generate(
                 input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask.long(), num_return_sequences=K,
                 do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=T, min_new_tokens=T,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=tokenizer.pad_token_id, **cache,
             )
 
     def purld_rollout():
@@ -69,18 +72,20 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
     def static_rollout():
         static_sampler.sample(model, tokenizer, batch)
 
-    times: dict[str, list[float]] = {"purld": [], "generate": [], "static": []}
+    times: dict[str, list[float]] = {"purld": [], "generate": [], "static": [], "generate_static": []}
     busy_before, cpu_before, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
     with harness.precision_context(args.precision):
         for repeat in range(args.repeats + 1):
-            sides = [("purld", purld_rollout), ("generate", plain_generate), ("static", static_rollout)]
+            sides = [("purld", purld_rollout), ("generate", plain_generate), ("static", static_rollout),
+                     ("generate_static", lambda: plain_generate(cache_implementation="static"))]
             for name, run in sides if repeat % 2 == 0 else sides[::-1]:
                 began = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - began)
     wall = time.perf_counter() - start
     outside = max(machine_busy_seconds() - busy_before - (time.process_time() - cpu_before), 0.0) / wall
-    purld_s, generate_s, static_s = (statistics.median(times[name][1:]) for name in ("purld", "generate", "static"))
+    purld_s, generate_s, static_s, generate_static_s = (
+        statistics.median(times[name][1:]) for name in ("purld", "generate", "static", "generate_static"))
     tokens = len(batch) * K * T
     return {
         "size": size, "task": task_name, "precision": args.precision, "K": K, "prompts": len(batch),
@@ -89,9 +94,12 @@ def measure(size: str, task_name: str, args: argparse.Namespace) -> dict:
         "purld_tokens_per_s": round(tokens / purld_s, 1), "generate_tokens_per_s": round(tokens / generate_s, 1),
         "purld_vs_generate": round(generate_s / purld_s, 3),  # throughput ratio: > 1 is faster than the floor
         "static_s": round(static_s, 4), "static_vs_generate": round(generate_s / static_s, 3),
+        # transformers' own static KV cache, the same generate call otherwise
+        "generate_static_s": round(generate_static_s, 4), "generate_static_vs_generate": round(generate_s / generate_static_s, 3),
         "purld_rounds_s": [round(t, 4) for t in times["purld"][1:]],
         "generate_rounds_s": [round(t, 4) for t in times["generate"][1:]],
         "static_rounds_s": [round(t, 4) for t in times["static"][1:]],
+        "generate_static_rounds_s": [round(t, 4) for t in times["generate_static"][1:]],
         "outside_load_cores": round(outside, 3),
     }
 
@@ -111,12 +119,12 @@ def main() -> None:
     torch = harness.setup_torch(args.threads)
     rows = [measure(size, task, args) for size in args.sizes.split(",") for task in args.tasks.split(",")]
     print("| model | prompts | prompt tokens | purld rollout | plain generate | throughput, purld / generate "
-          "| `rollout=static` | static / generate | outside load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| `rollout=static` | static / generate | generate, static cache / generate | outside load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['size']} | {r['task']} | {r['prompt_tokens']} | {r['purld_s']:.3f} s | {r['generate_s']:.3f} s "
               f"| {r['purld_vs_generate']:.2f} | {r['static_s']:.3f} s | {r['static_vs_generate']:.2f} "
-              f"| {r['outside_load_cores']:.2f} cores |")
+              f"| {r['generate_static_vs_generate']:.2f} | {r['outside_load_cores']:.2f} cores |")
     report = {
         "machine": {
             "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,

