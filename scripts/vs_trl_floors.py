@@ -65,19 +65,24 @@ def generate_floor(
     return {"generate_s": generate_s, "tokens_per_s": NUM_PROMPTS * K * new_tokens / generate_s}
 
 
+def policy_and_reference(size: str, device: str):
+    """A hand-written update's model and tokenizer, its frozen copy, and the harness's optimizer."""
+    import copy
+
+    model, tokenizer = build_model(size, device=device)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    return model, tokenizer, reference, purld_optimizer(model.parameters())
+
+
 def grpo_update_floor(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
     prompts: str = "arithmetic",
 ) -> dict:
     """One hand-written GRPO update on 8 × K full-length completions: policy + reference forward, k3 KL, clipped loss."""
     torch = setup_torch(threads)
-    import copy
-
     from purld.rollout.logprobs import completion_token_logps  # one forward, the same for every side
 
-    model, tokenizer = build_model(size, device=device)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = purld_optimizer(model.parameters())
+    model, tokenizer, reference, optimizer = policy_and_reference(size, device)
     rng = random.Random(0)
     rows = [p for p, _ in harness_items(prompts, NUM_PROMPTS, tokenizer, MAX_POSITIONS - new_tokens) for _ in range(K)]
     completions = ["".join(rng.choice("0123456789+= ans") for _ in range(new_tokens - 1)) for _ in rows]
@@ -104,15 +109,11 @@ def dpo_update_floor(
     prompts: str = "arithmetic",
 ) -> dict:
     torch = setup_torch(threads)
-    import copy
-
     import torch.nn.functional as F
 
     from purld.rollout.logprobs import completion_token_logps
 
-    model, tokenizer = build_model(size, device=device)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = purld_optimizer(model.parameters())
+    model, tokenizer, reference, optimizer = policy_and_reference(size, device)
     rows = dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer)
     answers = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
     inputs = _sequence_inputs(tokenizer, [r["prompt"] for r in rows] * 2, answers, device)
