@@ -71,6 +71,7 @@ from vs_trl_harness import (  # noqa: E402, F401  (also what the tests read here
     NUM_PROMPTS,
     PEAK_BF16_FLOPS,
     PROMPT_SETS,
+    REAL_STUDENTS,
     SIZES,
     build_model,
     dpo_texts,
@@ -130,7 +131,16 @@ def row_specs(
     specs: list[dict[str, Any]] = []
     trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
     for size in sizes:
-        if rows == "gpu":
+        if size in REAL_STUDENTS and rows != "gpu":
+            # The comparison rows, full fine-tune and LoRA, each beside TRL's; purld checkpointed (its memory lever);
+            # one plain `generate` of the batch; the self-rankers' share of the step; DPO full and LoRA.
+            for lora in ({}, {"lora": True}):
+                specs += [{"kind": "purld_grpo", "size": size, "K": 8, **lora}, *trl({"kind": "trl_grpo", "size": size, "K": 8, **lora})]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}, {"kind": "generate_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("self_judge", "likelihood")]
+            for lora in ({}, {"lora": True}):
+                specs += [{"kind": "purld_dpo", "size": size, **lora}, *trl({"kind": "trl_dpo", "size": size, **lora})]
+        elif rows == "gpu":
             # The rows the GPU targets divide first, the floors and `generate`-bound default rollout last: a run cut
             # short (--time-budget, or the device's) keeps the telling rows (the JSON is rewritten after each row).
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
@@ -212,7 +222,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/vs_trl.json"))
-    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--sizes", "--model", dest="sizes", default="tiny,small",
+                        help=f"random-init sizes ({', '.join(SIZES)}) or a real student ({', '.join(REAL_STUDENTS)}: GSM8K "
+                        "prompts through its chat template, 64 new tokens unless --prompts / --new-tokens say otherwise)")
     parser.add_argument("--ks", default="4,8,16", help="K values for the scaling rows (K=8 is the comparison)")
     parser.add_argument("--steps", type=int, default=6, help="measured steps per row (after --warmup)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -224,15 +236,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every row (medians reported)")
     parser.add_argument("--quick", action="store_true", help="tiny model, K 8, 1 step, in one process: checks the harness, not the numbers")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--new-tokens", type=int, default=32, help="completion length (GRPO) and answer length (DPO)")
+    parser.add_argument("--new-tokens", type=int, help="completion length (GRPO) and answer length (DPO); default 32, "
+                        "64 for a real student")
     parser.add_argument("--rows", choices=["cpu", "gpu"], help="which rows (default: those of --device); "
                         "`--rows gpu` on the CPU checks the GPU script's code paths")
     parser.add_argument("--keep-going", action="store_true", help="record a failed row and go on (the GPU script)")
     parser.add_argument("--time-budget", type=float, help="seconds for the whole run: a row still running then is "
                         "stopped, and the rows after it are recorded as not run (the GPU script: 5 minutes of device time)")
-    parser.add_argument("--prompts", choices=PROMPT_SETS, default="arithmetic",
+    parser.add_argument("--prompts", choices=PROMPT_SETS,
                         help="the GRPO rows' prompts (and the DPO rows'): 3-digit additions of about 8 tokens, or GSM8K "
-                        "questions of about 200 (comparison rows only)")
+                        "questions of about 200 (comparison rows only); default arithmetic, gsm8k for a real student")
     parser.add_argument("--micro-batch-passes", type=int, default=2,
                         help="the micro-batched rows split the update into this many passes (data.micro_batch_size = sequences / passes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -243,6 +256,9 @@ def main() -> None:
         args.sizes = args.sizes if args.sizes != parser.get_default("sizes") else "tiny"
         args.ks, args.steps, args.warmup, args.rounds = "8", 1, 1, 1
     sizes = args.sizes.split(",")
+    real = any(size in REAL_STUDENTS for size in sizes)
+    args.prompts = args.prompts or ("gsm8k" if real else "arithmetic")
+    args.new_tokens = args.new_tokens or (64 if real else 32)
     ks = sorted({int(k) for k in args.ks.split(",")} | {8})
     common = {"steps": args.steps, "warmup": args.warmup, "threads": args.threads, "precision": args.precision,
               "device": args.device, "new_tokens": args.new_tokens, "prompts": args.prompts}

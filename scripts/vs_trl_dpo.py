@@ -11,8 +11,11 @@ from vs_trl_harness import (  # noqa: E402
     BETA_DPO,
     LR,
     NUM_PROMPTS,
+    as_read,
     build_model,
     dpo_texts,
+    is_chat,
+    lora_config,
     median_after,
     parameter_count,
     purld_optimizer,
@@ -26,7 +29,7 @@ from vs_trl_harness import (  # noqa: E402
 def purld_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
     micro_batch_size: int | None = None, lean_activations: bool = True, prompts: str = "arithmetic",
-    checkpointing: str | None = None,
+    checkpointing: str | None = None, lora: bool = False,
 ) -> dict:
     torch = setup_torch(threads)
     import copy
@@ -35,22 +38,22 @@ def purld_dpo(
     from purld.objectives.dpo import DPOObjective
     from purld.types import Example, Pairs, PromptBatch, Rollout
 
-    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing)
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing, lora=lora)
     module = PairwiseModule(
         model=model,
         tokenizer=tokenizer,
         objective=DPOObjective(beta=BETA_DPO, loss_type="sigmoid"),
         optimizer=purld_optimizer,
-        reference_model=copy.deepcopy(model),
+        reference_model=None if lora else copy.deepcopy(model),  # LoRA: the base, adapters disabled
         micro_batch_size=micro_batch_size,
     ).to(device)
-    if precision == "bf16":  # what PolicyModule.setup does under trainer.precision=bf16-mixed (no Trainer here)
+    if precision == "bf16" and not lora:  # what PolicyModule.setup does under trainer.precision=bf16-mixed (no Trainer here)
         from purld.modules.base import store_linear_weights_in
 
         store_linear_weights_in(module.reference, torch.bfloat16)
     optimizer = module.configure_optimizers()
     rows = dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer)
-    prompt_tokens = tokenizer([r["prompt"] for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
+    prompt_tokens = tokenizer([as_read(tokenizer, r["prompt"]) for r in rows], padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
     answers = tokenizer(
         [text + tokenizer.eos_token for r in rows for text in (r["chosen"], r["rejected"])],
         padding=True, padding_side="right", add_special_tokens=False, return_tensors="pt",
@@ -97,7 +100,7 @@ def to_device(record, device: str):
 
 def trl_dpo(
     size: str, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
-    prompts: str = "arithmetic",
+    prompts: str = "arithmetic", lora: bool = False,
 ) -> dict:
     setup_torch(threads)
     import copy
@@ -106,7 +109,11 @@ def trl_dpo(
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = build_model(size)  # TRL's Trainer moves it to its device
-    dataset = Dataset.from_list(dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer) * (steps + warmup))
+    rows = dpo_texts(NUM_PROMPTS, new_tokens, prompts, tokenizer)
+    if is_chat(tokenizer):  # a real student: conversational rows, which TRL renders through the chat template
+        rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+                 **{k: [{"role": "assistant", "content": r[k]}] for k in ("chosen", "rejected")}} for r in rows]
+    dataset = Dataset.from_list(rows * (steps + warmup))
     timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
         args = DPOConfig(
@@ -117,8 +124,9 @@ def trl_dpo(
             beta=BETA_DPO,
             loss_type="sigmoid",
         )
-        trainer = DPOTrainer(
-            model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
+        trainer = DPOTrainer(  # LoRA: TRL's reference is the base with adapters disabled, as purld's
+            model=model, ref_model=None if lora else copy.deepcopy(model), args=args, train_dataset=dataset,
+            processing_class=tokenizer, callbacks=[timer], peft_config=lora_config() if lora else None,
         )
         trainer.train()
     return {"step_s": median_after(timer.steps, warmup)}

@@ -15,7 +15,7 @@ from vs_trl_harness import (  # noqa: E402
 )
 
 ANY_VALUE = object()
-VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations", "decoder")  # a row with one of these is a variant, not the comparison row
+VARIANT_KEYS = ("ranker", "checkpointing", "cache", "micro_batch_size", "lean_activations", "decoder", "lora")  # a row with one of these is a variant, not the comparison row
 
 def merged_rows(specs: list[dict[str, Any]], results: dict[int, list[dict[str, Any]]], precision: str) -> list[dict[str, Any]]:
     rows = []
@@ -63,6 +63,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         generate, update = find("generate_floor", size), find("grpo_update_floor", size)
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
         trl_grpo_row, trl_dpo_row = find("trl_grpo", size), find("trl_dpo", size)
+        lora, trl_lora = find("purld_grpo", size, K=8, lora=True), find("trl_grpo", size, lora=True)  # adapters on both sides
+        dpo_lora, trl_dpo_lora = find("purld_dpo", size, lora=True), find("trl_dpo", size, lora=True)
         checkpointed = find("purld_grpo", size, K=8, checkpointing="full")  # as TRL runs by default: memory for time
         dpo_checkpointed = find("purld_dpo", size, checkpointing="full")
         selective = find("purld_grpo", size, K=8, checkpointing="selective")
@@ -78,6 +80,10 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "dpo_step_ratio": ratio((dpo, "step_s"), (trl_dpo_row, "step_s")),
             "grpo_rss_ratio": ratio((purld[8], "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "dpo_rss_ratio": ratio((dpo, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
+            "lora_grpo_step_ratio": ratio((lora, "step_s"), (trl_lora, "step_s")),
+            "lora_dpo_step_ratio": ratio((dpo_lora, "step_s"), (trl_dpo_lora, "step_s")),
+            "lora_grpo_rss_ratio": ratio((lora, "peak_rss_mb"), (trl_lora, "peak_rss_mb")),
+            "lora_dpo_rss_ratio": ratio((dpo_lora, "peak_rss_mb"), (trl_dpo_lora, "peak_rss_mb")),
             "grpo_step_vs_floor": ratio((purld[8], "step_s"), (floor, "step_s")),
             "dpo_step_vs_floor": ratio((dpo, "step_s"), (dpo_floor, "step_s")),
             "rollout_vs_generate_floor": ratio((purld[8], "rollout_tokens_per_s"), (generate, "tokens_per_s")),
@@ -127,6 +133,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         for ranker in ("likelihood", "self_judge"):
             row = find("purld_grpo", size, K=8, ranker=ranker)
             values[f"ranking_fraction_{ranker}"] = row["ranking_fraction"] if row else None
+            values[f"{ranker}_share"] = values[f"ranking_fraction_{ranker}"]  # the name the real-student report reads
+        values["rollout_vs_generate"] = values["rollout_vs_generate_floor"]
         if all(purld[K] for K in ks) and len(ks) > 1:
             values["grpo_step_by_K"] = {K: purld[K]["step_s"] for K in ks}
             values[f"grpo_step_per_K_vs_K{ks[0]}"] = {K: (purld[K]["step_s"] / K) / (purld[ks[0]]["step_s"] / ks[0]) for K in ks}
@@ -135,6 +143,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
 
 
 HEADLINE = ("grpo_step_ratio", "grpo_work_ratio", "dpo_step_ratio", "grpo_rss_ratio", "dpo_rss_ratio", "grpo_step_vs_floor", "dpo_step_vs_floor",
+            "lora_grpo_step_ratio", "lora_dpo_step_ratio", "lora_grpo_rss_ratio", "lora_dpo_rss_ratio", "rollout_vs_generate",
+            "self_judge_share", "likelihood_share",
             "rollout_vs_generate_floor", "grpo_step_ratio_without_lean_activations", "grpo_rss_ratio_without_lean_activations",
             "dpo_step_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
             "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing", "dpo_step_ratio_checkpointing", "dpo_rss_ratio_checkpointing",

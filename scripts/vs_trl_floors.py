@@ -17,6 +17,7 @@ from vs_trl_harness import (  # noqa: E402
     NUM_PROMPTS,
     SIZES,
     _sequence_inputs,
+    as_read,
     build_model,
     dpo_texts,
     harness_items,
@@ -38,7 +39,7 @@ def generate_floor(
     torch = setup_torch(threads)
     model, tokenizer = build_model(size, device=device)
     model.eval()
-    texts = [prompt for prompt, _ in harness_items(prompts, NUM_PROMPTS, tokenizer, MAX_POSITIONS - new_tokens)]
+    texts = [as_read(tokenizer, prompt) for prompt, _ in harness_items(prompts, NUM_PROMPTS, tokenizer, MAX_POSITIONS - new_tokens)]
     encoded = tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt").to(device)
     from purld.rollout.sampler import Sampler
 

@@ -16,6 +16,8 @@ from vs_trl_harness import (  # noqa: E402
     NUM_PROMPTS,
     build_model,
     harness_items,
+    is_chat,
+    lora_config,
     harness_task,
     lexical_reward,
     median_after,
@@ -31,7 +33,7 @@ from vs_trl_harness import (  # noqa: E402
 def purld_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, ranker: str = "lexical", checkpointing: str | None = None,
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
-    lean_activations: bool = True, prompts: str = "arithmetic", decoder: str = "generate",
+    lean_activations: bool = True, prompts: str = "arithmetic", decoder: str = "generate", lora: bool = False,
 ) -> dict:
     setup_torch(threads)
     import copy
@@ -49,7 +51,7 @@ def purld_grpo(
     from purld.rollout.sampler import Sampler, StaticDecoderSampler
     from purld.teachers.reference import ReferenceTeacher
 
-    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing)
+    model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing, lora=lora)
     if decoder == "static":  # rollout=static: purld's own decoder (a CUDA graph per token step on a GPU)
         sampler = StaticDecoderSampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True)
     else:
@@ -64,6 +66,7 @@ def purld_grpo(
             tokenizer=tokenizer,
             batch_size=NUM_PROMPTS,
             progress=False,
+            use_chat_template=is_chat(tokenizer),
         )
         objective = GRPOObjective(beta=BETA_GRPO, epsilon=EPSILON, loss_type="dapo", preferences=GroupTargetBuilder())
         module = module_for(
@@ -72,10 +75,11 @@ def purld_grpo(
             tokenizer=tokenizer,
             optimizer=purld_optimizer,
             sampler=sampler,
-            reference_model=copy.deepcopy(model),
+            reference_model=None if lora else copy.deepcopy(model),  # LoRA: the base, adapters disabled
             micro_batch_size=micro_batch_size,
             task=task,
             ranker=rankers[ranker](),
+            render=datamodule.render_message,
         )
         timer = StepTimer(device)
         trainer = L.Trainer(
@@ -146,7 +150,7 @@ def StepTimer(device: str = "cpu"):  # noqa: N802 — built lazily so the module
 # --------------------------------------------------------------- TRL: GRPO step
 def trl_grpo(
     size: str, K: int, steps: int, warmup: int, threads: int, precision: str, device: str = "cpu", new_tokens: int = 32,
-    prompts: str = "arithmetic",
+    prompts: str = "arithmetic", lora: bool = False,
 ) -> dict:
     setup_torch(threads)
     from datasets import Dataset
@@ -154,10 +158,13 @@ def trl_grpo(
 
     model, tokenizer = build_model(size)  # on the CPU: TRL loads it from disk onto its device
     items = harness_items(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)
-    dataset = Dataset.from_list([{"prompt": prompt, "anchor": anchor} for prompt, anchor in items])
+    chat = is_chat(tokenizer)  # a real student: conversational prompts, which TRL renders through the chat template
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": prompt}] if chat else prompt, "anchor": anchor}
+                                 for prompt, anchor in items])
 
     def reward(completions, anchor, **_):
-        return [lexical_reward(c, a) for c, a in zip(completions, anchor)]
+        texts = [c[-1]["content"] if chat else c for c in completions]
+        return [lexical_reward(c, a) for c, a in zip(texts, anchor)]
 
     timer = trl_step_timer(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +191,7 @@ def trl_grpo(
         tokenizer.save_pretrained(Path(tmp) / "model")
         trainer = GRPOTrainer(
             model=str(Path(tmp) / "model"), reward_funcs=reward, args=args, train_dataset=dataset,
-            processing_class=tokenizer, callbacks=[timer],
+            processing_class=tokenizer, callbacks=[timer], peft_config=lora_config() if lora else None,
         )
         trainer.train()
     return {"step_s": median_after(timer.steps, warmup)}

@@ -29,6 +29,7 @@ NUM_PROMPTS = 8
 PROMPT_SETS = ("arithmetic", "gsm8k")
 MAX_POSITIONS = 256  # the Llama sizes' max_position_embeddings: a prompt and its completion must fit
 BETA_GRPO, EPSILON, BETA_DPO, LR = 0.04, 0.2, 0.1, 1e-5
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")  # student=lora's defaults, on both sides
 
 
 # ---------------------------------------------------------------------- shared
@@ -46,13 +47,13 @@ ATTENTION = "eager"  # the Llama sizes' attention kernel, on every side: the fas
 
 def build_model(
     size: str, seed: int = 0, device: str = "cpu", attn_implementation: str = ATTENTION, lean_activations: bool = False,
-    checkpointing: str | None = None,
+    checkpointing: str | None = None, lora: bool = False,
 ):
     """`student=tiny` (random-init Llama, char tokenizer) at one of the harness's sizes, a Qwen2 shape, or a real
     student (`REAL_STUDENTS`: `student=smollm2`, transformers' default attention, its own tokenizer).
     `lean_activations`: purld's default `student.lean_activations` (purld's rows); TRL and the floors run
     transformers' own layers. `checkpointing`: purld's `student.gradient_checkpointing` (`full`, what TRL does by
-    default, or `selective`)."""
+    default, or `selective`). `lora`: peft adapters of `LORA` on every linear layer (`student=lora`)."""
     if size in REAL_STUDENTS:
         from purld.cli import package_directory
         from purld.students import HFStudent
@@ -78,7 +79,27 @@ def build_model(
         from purld.students.base import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(model, selective=checkpointing == "selective")
+    if lora:  # after checkpointing, as `student=lora` wraps the loaded student
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config())
     return model, tokenizer
+
+
+def lora_config():
+    """The harness's LoRA adapters (`LORA`), as peft takes them: purld wraps its model with them, TRL gets them as
+    `peft_config`."""
+    from peft import LoraConfig
+
+    from purld.students.hf import quiet_bitsandbytes
+
+    quiet_bitsandbytes()
+    return LoraConfig(task_type="CAUSAL_LM", **LORA)
+
+
+def is_chat(tokenizer) -> bool:
+    """Whether prompts go through the tokenizer's chat template (the real students; purld's `use_chat_template`)."""
+    return getattr(tokenizer, "chat_template", None) is not None
 
 
 def build_qwen(size: str, seed: int, device: str):
@@ -157,7 +178,7 @@ def grpo_update_work(num_parameters: int, B: int, K: int, prompt_tokens: int, ne
 def as_read(tokenizer, text: str) -> str:
     """A prompt as the student reads it: through its chat template (one user turn and the assistant's cue) where
     the tokenizer has one, as purld's datamodule renders it; as it is for the char tokenizer."""
-    if getattr(tokenizer, "chat_template", None) is None:
+    if not is_chat(tokenizer):
         return text
     return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 

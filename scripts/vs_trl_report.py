@@ -73,6 +73,8 @@ def print_table(report: dict[str, Any]) -> None:
             note = f"rollout={r['decoder']}{graph}; " + note
         if r.get("micro_batch_size"):
             note = f"data.micro_batch_size={r['micro_batch_size']}; " + note
+        if r.get("lora"):
+            note = "LoRA r 16; " + note
         if r.get("lean_activations") is False:
             note = "student.lean_activations=false; " + note
         gpu_mb = f"{r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else ""

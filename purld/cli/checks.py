@@ -146,6 +146,13 @@ def check_config(cfg: DictConfig) -> None:
     _require(cfg, "signal.confidence", lambda v: _is_number(v) and 0 < v < 1, "numbers in (0, 1)")
     _require(cfg, "signal.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")
     check_launch(cfg)
+    if str(_get(cfg, "rollout._target_") or "").endswith("VLLMSampler"):
+        import importlib.util
+
+        from purld.rollout.vllm_engine import EXTRA
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"rollout=vllm needs vLLM, not installed: {EXTRA}")
 
 
 def check_quickstart_student(cfg: DictConfig) -> None:
@@ -184,6 +191,13 @@ def check_launch(cfg: DictConfig) -> None:
         raise ConfigError(
             "rollout=static is not supported with trainer=fsdp (its decoder calls the layers' modules directly, "
             "which FSDP keeps sharded outside its own forward); use rollout=default"
+        )
+    devices = _get(cfg, "trainer.devices")
+    several = name not in ("", "auto", "single_device") or (isinstance(devices, int) and devices > 1)
+    if several and str(_get(cfg, "rollout._target_") or "").endswith("VLLMSampler"):
+        raise ConfigError(
+            f"rollout=vllm runs one vLLM engine in one training process, not with trainer.strategy={name or 'auto'} "
+            f"trainer.devices={devices}; use rollout=default or rollout=static with several processes"
         )
     if name in ("", "auto", "single_device") or not HydraConfig.initialized():
         return

@@ -47,7 +47,11 @@ def grpo_loss(
     `dapo` (defaults to this batch's). Returns the scalar loss and detached
     metrics: `kl` (masked token mean), `clip_ratio/low_mean`,
     `clip_ratio/high_mean`, `clip_ratio/region_mean` (fraction of active
-    tokens where clipping removed the gradient).
+    tokens where clipping removed the gradient), and `sampling_logp_gap/mean`,
+    `sampling_logp_gap/max`: |ℓθ_it − ℓold_it| over active tokens. With one
+    step per rollout ℓθ = ℓold up to numerics, so this is how far the rollout
+    engine's log-probs (vLLM's kernels, a static cache, bf16) are from the
+    training forward's.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss.loss_type={loss_type!r}: allowed values are {', '.join(LOSS_TYPES)}")
@@ -84,6 +88,9 @@ def grpo_loss(
         metrics["clip_ratio/low_mean"] = (is_low_clipped * mask).sum() / active
         metrics["clip_ratio/high_mean"] = (is_high_clipped * mask).sum() / active
         metrics["clip_ratio/region_mean"] = ((is_low_clipped | is_high_clipped) * mask).sum() / active
+        gap = (per_token_logps - old_per_token_logps).abs() * mask
+        metrics["sampling_logp_gap/mean"] = gap.sum() / active
+        metrics["sampling_logp_gap/max"] = gap.max()
     return LossOutput(loss, metrics)
 
 

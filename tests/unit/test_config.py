@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def test_command_line_group_beats_the_experiment_preset():
         ("data.micro_batch_size=many", "data.micro_batch_size='many' is invalid"),
         ("trainer=fsdp trainer.accelerator=gpu data.micro_batch_size=16", "data.micro_batch_size is not supported with trainer=fsdp"),
         ("trainer=fsdp trainer.accelerator=gpu rollout=static", "rollout=static is not supported with trainer=fsdp"),
+        ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 rollout=vllm", "rollout=vllm runs one vLLM engine in one training process"),
+        ("trainer.devices=2 rollout=vllm", "rollout=vllm runs one vLLM engine in one training process, not with trainer.strategy=auto trainer.devices=2"),
         ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
         ("num_threads=0", "num_threads=0 is invalid: allowed values are integers ≥ 1, or null"),
         ("signal.num_prompts=0", "signal.num_prompts=0 is invalid"),
@@ -213,3 +216,10 @@ def test_a_launcher_without_its_plugin_stops_before_hydra_with_the_install_comma
     with pytest.raises(SystemExit):
         train.main()
     assert "hparams_search=optuna needs the hydra-optuna-sweeper plugin" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_rollout_without_vllm_says_what_to_install():
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_with("rollout=vllm"))
+    assert "rollout=vllm needs vLLM, not installed: pip install 'purld[vllm]'" in str(error.value)

@@ -55,6 +55,15 @@ def test_clipping_by_hand():
     assert out.metrics["clip_ratio/low_mean"].item() == 0.0
 
 
+def test_sampling_logp_gap_by_hand():
+    """ℓθ − ℓold = [[0.1, −0.3], [0.2, 5.0]]; the last token is masked: mean (0.1 + 0.3 + 0.2) / 3, max 0.3."""
+    old = torch.zeros(2, 2)
+    logps = torch.tensor([[0.1, -0.3], [0.2, 5.0]])
+    out = grpo_loss(logps, old, ADVANTAGES, MASK, beta=0.0, loss_type="bnpo")
+    assert out.metrics["sampling_logp_gap/mean"].item() == pytest.approx(0.2, abs=1e-6)
+    assert out.metrics["sampling_logp_gap/max"].item() == pytest.approx(0.3, abs=1e-6)
+
+
 def test_on_policy_gradient_is_policy_gradient():
     """ρ = 1 in value, so ∂L/∂ℓθ_t = −A_i / (number of active tokens) under bnpo."""
     logps = torch.full((2, 2), -0.7, requires_grad=True)
