@@ -22,6 +22,7 @@ class Example:
     reference: str | None = None  # the task's own reference answer (used by teacher=reference)
     answer: Any = None  # what the oracle checks against; never shown to rankers other than `oracle`
     messages: tuple[dict[str, str], ...] | None = None  # chat prompts: the conversation `prompt` renders
+    images: tuple[Any, ...] = ()  # PIL images shown with the prompt (vision-language tasks: `purld.tasks.shapes`)
 
 
 @dataclass(frozen=True)
