@@ -104,10 +104,12 @@ class VLLMSampler(Sampler):
     def engine_defaults(self, model: PreTrainedModel) -> dict:
         """`vllm.LLM` arguments under `engine`: on a GPU, 30 % of its memory (TRL's colocate default) and CUDA
         graphs; on a CPU, a KV cache of 2 GiB (there `gpu_memory_utilization` would be a share of RAM for the
-        whole process, the training's memory included) and eager steps."""
+        whole process, the training's memory included) and eager steps; sequences up to 2048 tokens, or the
+        model's positions if fewer."""
+        max_model_len = min(2048, getattr(model.config, "max_position_embeddings", 2048))
         if next(model.parameters()).device.type == "cuda":
-            return {"gpu_memory_utilization": 0.3, "max_model_len": 2048}
-        return {"kv_cache_memory_bytes": 2 * 2**30, "enforce_eager": True, "max_model_len": 2048}
+            return {"gpu_memory_utilization": 0.3, "max_model_len": max_model_len}
+        return {"kv_cache_memory_bytes": 2 * 2**30, "enforce_eager": True, "max_model_len": max_model_len}
 
     def build_engine(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         from vllm import LLM

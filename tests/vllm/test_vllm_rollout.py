@@ -99,6 +99,15 @@ def test_lora_adapters_are_merged_for_the_push_and_unmerged_after(smollm2, batch
             torch.testing.assert_close(parameter, base[name], atol=1e-6, rtol=0)
 
 
+def test_the_tiny_student_samples_through_vllm(student, task, make_batch, tmp_path):
+    """A random-init Llama with 256 positions and the character tokenizer: the engine's length follows the model."""
+    model, tokenizer = copy.deepcopy(student[0]).eval(), student[1]
+    batch = make_batch(task, tmp_path, size=3)
+    rollout = VLLMSampler(num_candidates=3, max_new_tokens=8).sample(model, tokenizer, batch)
+    assert rollout.completion_ids.shape[:2] == (3, 3)
+    assert logp_gap(model, batch, rollout, 1.0) < LOGP_TOLERANCE
+
+
 @pytest.mark.slow
 def test_grpo_steps_with_vllm_through_purld_train(smollm2_dir, tmp_path):
     run_dir = tmp_path / "run"
