@@ -20,6 +20,10 @@ What a variant turns off, and how:
 - `generate_static_cache`: `rollout.cache_implementation=static`, and `static_decoder`: `rollout=static` (purld's
   own decoder), both against the default dynamic cache.
 
+The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
+pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new
+run's `checkpointed` variant is its `default`, and `student.gradient_checkpointing=false` is the one to add.
+
 The committed report (outputs/bench/mechanisms_smollm2.json) also holds two variants of mechanisms that it
 measured as costing rather than saving, and that were removed after it (commit 0613976 has them):
 `no_last_position` (the last decoder layer run at the last position only, `rollout/last_position.py`: the step

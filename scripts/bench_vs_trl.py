@@ -49,6 +49,7 @@ machine's CPU time is read from /proc/stat; if other processes used more than
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -78,6 +79,7 @@ from vs_trl_harness import (  # noqa: E402, F401  (also what the tests read here
     grpo_step_work,
     harness_items,
     harness_task,
+    purld_checkpointing,
 )
 from vs_trl_report import print_table  # noqa: E402
 
@@ -132,11 +134,12 @@ def row_specs(
     trl = (lambda *rows: list(rows)) if with_trl else (lambda *rows: [])  # noqa: E731
     for size in sizes:
         if size in REAL_STUDENTS and rows != "gpu":
-            # The comparison rows, full fine-tune and LoRA, each beside TRL's; purld checkpointed (its memory lever);
-            # one plain `generate` of the batch; the self-rankers' share of the step; DPO full and LoRA.
+            # The comparison rows at purld's defaults (checkpointed, `student.gradient_checkpointing=full`), full
+            # fine-tune and LoRA, each beside TRL's; purld without checkpointing (the default before); one plain
+            # `generate` of the batch; the self-rankers' share of the step; DPO full and LoRA.
             for lora in ({}, {"lora": True}):
                 specs += [{"kind": "purld_grpo", "size": size, "K": 8, **lora}, *trl({"kind": "trl_grpo", "size": size, "K": 8, **lora})]
-            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "full"}, {"kind": "generate_floor", "size": size, "K": 8}]
+            specs += [{"kind": "purld_grpo", "size": size, "K": 8, "checkpointing": "none"}, {"kind": "generate_floor", "size": size, "K": 8}]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "ranker": r} for r in ("self_judge", "likelihood")]
             for lora in ({}, {"lora": True}):
                 specs += [{"kind": "purld_dpo", "size": size, **lora}, *trl({"kind": "trl_dpo", "size": size, **lora})]
@@ -144,6 +147,8 @@ def row_specs(
             # The rows the GPU targets divide first, the floors and `generate`-bound default rollout last: a run cut
             # short (--time-budget, or the device's) keeps the telling rows (the JSON is rewritten after each row).
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static"}, {"kind": "generate_floor", "size": size, "K": 8}]
+            if importlib.util.find_spec("vllm") is not None:  # rollout=vllm, where this environment has vLLM
+                specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "vllm"}]
             specs += trl({"kind": "trl_grpo", "size": size, "K": 8})
             specs += [{"kind": "purld_dpo", "size": size}, *trl({"kind": "trl_dpo", "size": size})]
             specs += [{"kind": "purld_grpo", "size": size, "K": 8, "decoder": "static", "checkpointing": "full"}]

@@ -18,6 +18,7 @@ from vs_trl_harness import (  # noqa: E402
     lora_config,
     median_after,
     parameter_count,
+    purld_checkpointing,
     purld_optimizer,
     setup_torch,
     timed_updates,
@@ -38,6 +39,7 @@ def purld_dpo(
     from purld.objectives.dpo import DPOObjective
     from purld.types import Example, Pairs, PromptBatch, Rollout
 
+    checkpointing = purld_checkpointing(size, checkpointing)  # purld's default for this student unless the row says
     model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing, lora=lora)
     module = PairwiseModule(
         model=model,

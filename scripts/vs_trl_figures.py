@@ -59,6 +59,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
     for size in sizes:
         purld = {K: find("purld_grpo", size, K=K) for K in ks}
         static = find("purld_grpo", size, K=8, decoder="static")  # rollout=static: purld's own decoder
+        vllm = find("purld_grpo", size, K=8, decoder="vllm")  # rollout=vllm
         static_checkpointed = find("purld_grpo", size, K=8, decoder="static", checkpointing="full")
         generate, update = find("generate_floor", size), find("grpo_update_floor", size)
         dpo, dpo_floor = find("purld_dpo", size), find("dpo_update_floor", size)
@@ -66,6 +67,7 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
         lora, trl_lora = find("purld_grpo", size, K=8, lora=True), find("trl_grpo", size, lora=True)  # adapters on both sides
         dpo_lora, trl_dpo_lora = find("purld_dpo", size, lora=True), find("trl_dpo", size, lora=True)
         checkpointed = find("purld_grpo", size, K=8, checkpointing="full")  # as TRL runs by default: memory for time
+        not_checkpointed = find("purld_grpo", size, K=8, checkpointing="none")  # a real student's rows without it
         dpo_checkpointed = find("purld_dpo", size, checkpointing="full")
         selective = find("purld_grpo", size, K=8, checkpointing="selective")
         micro = find("purld_grpo", size, K=8, micro_batch_size=ANY_VALUE)
@@ -91,6 +93,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "grpo_rss_ratio_without_lean_activations": ratio((plain_layers, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "dpo_step_ratio_without_lean_activations": ratio((dpo_plain_layers, "step_s"), (trl_dpo_row, "step_s")),
             "dpo_rss_ratio_without_lean_activations": ratio((dpo_plain_layers, "peak_rss_mb"), (trl_dpo_row, "peak_rss_mb")),
+            "grpo_step_ratio_without_checkpointing": ratio((not_checkpointed, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_rss_ratio_without_checkpointing": ratio((not_checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "grpo_step_ratio_checkpointing": ratio((checkpointed, "step_s"), (trl_grpo_row, "step_s")),
             "grpo_rss_ratio_checkpointing": ratio((checkpointed, "peak_rss_mb"), (trl_grpo_row, "peak_rss_mb")),
             "dpo_step_ratio_checkpointing": ratio((dpo_checkpointed, "step_s"), (trl_dpo_row, "step_s")),
@@ -107,6 +111,8 @@ def compute_figures(rows: list[dict[str, Any]], sizes: list[str], ks: list[int],
             "grpo_step_vs_floor_static_decoder": ratio((static, "step_s"), (floor, "step_s")),
             "rollout_vs_generate_floor_static_decoder": ratio((static, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
             "grpo_step_ratio_static_decoder_checkpointing": ratio((static_checkpointed, "step_s"), (trl_grpo_row, "step_s")),
+            "grpo_step_ratio_vllm": ratio((vllm, "step_s"), (trl_grpo_row, "step_s")),
+            "rollout_vs_generate_floor_vllm": ratio((vllm, "rollout_tokens_per_s"), (generate, "tokens_per_s")),
         }
         if purld[8] is not None and "prompt_tokens" in purld[8]:  # the same batch on both sides
             shape = (purld[8]["parameters"], NUM_PROMPTS, purld[8]["K"], purld[8]["prompt_tokens"], purld[8]["new_tokens"])
@@ -147,11 +153,13 @@ HEADLINE = ("grpo_step_ratio", "grpo_work_ratio", "dpo_step_ratio", "grpo_rss_ra
             "self_judge_share", "likelihood_share",
             "rollout_vs_generate_floor", "grpo_step_ratio_without_lean_activations", "grpo_rss_ratio_without_lean_activations",
             "dpo_step_ratio_without_lean_activations", "dpo_rss_ratio_without_lean_activations",
+            "grpo_step_ratio_without_checkpointing", "grpo_rss_ratio_without_checkpointing",
             "grpo_step_ratio_checkpointing", "grpo_rss_ratio_checkpointing", "dpo_step_ratio_checkpointing", "dpo_rss_ratio_checkpointing",
             "grpo_step_ratio_selective_checkpointing", "grpo_rss_ratio_selective_checkpointing",
             "grpo_step_ratio_micro_batch", "grpo_rss_ratio_micro_batch", "dpo_step_ratio_micro_batch", "dpo_rss_ratio_micro_batch",
             "grpo_step_ratio_static_decoder", "grpo_rss_ratio_static_decoder", "grpo_step_vs_floor_static_decoder",
             "rollout_vs_generate_floor_static_decoder", "grpo_step_ratio_static_decoder_checkpointing",
+            "grpo_step_ratio_vllm", "rollout_vs_generate_floor_vllm",
             "grpo_gpu_memory_ratio", "grpo_gpu_memory_ratio_static_decoder", "grpo_gpu_memory_ratio_static_decoder_checkpointing",
             "dpo_gpu_memory_ratio", "grpo_update_mfu", "grpo_update_mfu_static_decoder", "grpo_update_floor_mfu", "dpo_update_mfu",
             "dpo_update_floor_mfu", "grpo_update_vs_matmul_rate", "grpo_update_floor_vs_matmul_rate", "trl_grpo_update_vs_matmul_rate")

@@ -22,6 +22,7 @@ from vs_trl_harness import (  # noqa: E402
     lexical_reward,
     median_after,
     parameter_count,
+    purld_checkpointing,
     purld_optimizer,
     setup_torch,
     synchronize,
@@ -51,9 +52,15 @@ def purld_grpo(
     from purld.rollout.sampler import Sampler, StaticDecoderSampler
     from purld.teachers.reference import ReferenceTeacher
 
+    checkpointing = purld_checkpointing(size, checkpointing)  # purld's default for this student unless the row says
     model, tokenizer = build_model(size, device=device, lean_activations=lean_activations, checkpointing=checkpointing, lora=lora)
     if decoder == "static":  # rollout=static: purld's own decoder (a CUDA graph per token step on a GPU)
         sampler = StaticDecoderSampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True)
+    elif decoder == "vllm":  # rollout=vllm: vLLM colocated, the weights pushed before each rollout
+        from purld.rollout import VLLMSampler
+
+        sampler = VLLMSampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True,
+                              dtype="bfloat16" if precision == "bf16" else None)
     else:
         sampler = Sampler(num_candidates=K, max_new_tokens=new_tokens, temperature=1.0, suppress_eos=True, cache_implementation=cache)
     task = harness_task(prompts, NUM_PROMPTS * (steps + warmup), tokenizer, MAX_POSITIONS - new_tokens)

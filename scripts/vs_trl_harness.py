@@ -59,7 +59,9 @@ def build_model(
         from purld.students import HFStudent
 
         package, gguf_file = REAL_STUDENTS[size]
-        model, tokenizer = HFStudent(package_directory(package), gguf_file=gguf_file, lean_activations=lean_activations).load()
+        model, tokenizer = HFStudent(
+            package_directory(package), gguf_file=gguf_file, lean_activations=lean_activations, gradient_checkpointing=False,
+        ).load()  # checkpointing below, as asked: TRL and the floors get the model as transformers loads it
         model = model.to(device)
     elif size in QWEN_SIZES:
         model, tokenizer = build_qwen(size, seed, device)
@@ -100,6 +102,21 @@ def lora_config():
 def is_chat(tokenizer) -> bool:
     """Whether prompts go through the tokenizer's chat template (the real students; purld's `use_chat_template`)."""
     return getattr(tokenizer, "chat_template", None) is not None
+
+
+def purld_checkpointing(size: str, checkpointing: str | None) -> str | None:
+    """What purld's rows run: `checkpointing` as the row asks (`none`: off), else purld's default for that student,
+    `student.gradient_checkpointing` of conf/student/hf.yaml for a real student (`full`), off for `student=tiny`."""
+    if checkpointing is not None:
+        return None if checkpointing == "none" else checkpointing
+    if size not in REAL_STUDENTS:
+        return None
+    from omegaconf import OmegaConf
+
+    from purld.cli.train import CONFIG_DIR
+
+    default = OmegaConf.load(Path(CONFIG_DIR) / "student" / "hf.yaml").gradient_checkpointing
+    return "full" if default is True else default or None
 
 
 def build_qwen(size: str, seed: int, device: str):

@@ -2,6 +2,7 @@
 
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json            # print it
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json --readme README.md
+    python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json --real --readme README.md   # the real student's
 
 The README table is rendered from the committed JSON only (a test checks README against it); scripts/README.md gives
 the method and the history of these runs.
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evidence import write_readme  # noqa: E402
 
 PERFORMANCE_MARKERS = ("<!-- performance:start -->", "<!-- performance:end -->")
+REAL_PERFORMANCE_MARKERS = ("<!-- performance-real:start -->", "<!-- performance-real:end -->")
 SIZE_NAMES = {"tiny": "3.2 M", "small": "25.3 M"}  # bench_vs_trl.SIZES: random-init Llama, character tokenizer
 README_FIGURES = (  # (figure name in the report, what README calls it)
     ("grpo_step_ratio", "GRPO step time, purld ÷ TRL"),
@@ -27,6 +29,48 @@ README_FIGURES = (  # (figure name in the report, what README calls it)
     ("dpo_rss_ratio", "DPO peak RSS, purld ÷ TRL"),
     ("rollout_vs_generate_floor", "rollout throughput, purld ÷ one plain `generate` (above 1: faster)"),
 )
+
+
+REAL_FIGURES = (  # the real student's comparison (`--model smollm2`), the issue's targets beside each
+    ("grpo_step_ratio", "GRPO step time, purld ÷ TRL, full fine-tune", "≤ 0.7"),
+    ("lora_grpo_step_ratio", "GRPO step time, purld ÷ TRL, LoRA r 16", "≤ 0.7"),
+    ("dpo_step_ratio", "DPO step time, purld ÷ TRL, full fine-tune", "≤ 0.8"),
+    ("lora_dpo_step_ratio", "DPO step time, purld ÷ TRL, LoRA r 16", "≤ 0.8"),
+    ("grpo_rss_ratio", "GRPO peak RSS, purld ÷ TRL, full fine-tune", "≤ 1.0"),
+    ("lora_grpo_rss_ratio", "GRPO peak RSS, purld ÷ TRL, LoRA", "≤ 1.0"),
+    ("dpo_rss_ratio", "DPO peak RSS, purld ÷ TRL, full fine-tune", "≤ 1.0"),
+    ("lora_dpo_rss_ratio", "DPO peak RSS, purld ÷ TRL, LoRA", "≤ 1.0"),
+    ("grpo_step_ratio_without_checkpointing", "GRPO step time, purld `student.gradient_checkpointing=false` ÷ TRL", ""),
+    ("grpo_rss_ratio_without_checkpointing", "GRPO peak RSS, purld `student.gradient_checkpointing=false` ÷ TRL", ""),
+    ("rollout_vs_generate", "rollout throughput, purld ÷ one plain `generate`", "≥ 1.0"),
+    ("self_judge_share", "`ranker=self_judge`: share of the GRPO step", "≤ 0.2"),
+    ("likelihood_share", "`ranker=likelihood`: share of the GRPO step", ""),
+)
+
+
+def real_student_table(reports: list[dict[str, Any]]) -> str:
+    """The real student's figures, one column per report (precision), the target beside each."""
+    size = "smollm2"
+    header = " | ".join(report["rows"][0]["precision"] if report["rows"] else "?" for report in reports)
+    lines = [f"| SmolLM2-135M-Instruct, {reports[0]['machine']['threads']} CPU threads | {header} | target |",
+             "| --- |" + " --- |" * (len(reports) + 1)]
+    for name, label, target in REAL_FIGURES:
+        values = [report["figures"].get(f"{size}_{name}") for report in reports]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in values) + f" | {target} |")
+    steps = {r["kind"]: r["step_s"] for r in reports[0]["rows"] if not any(k in r for k in ("lora", "ranker", "checkpointing")) and "step_s" in r}
+    first = reports[0]
+    loads = [r["outside_load_cores"] for report in reports for r in report["rows"]]
+    machine = first["machine"]
+    return "\n".join(lines) + (
+        f"\n\ntorch {machine['torch']}, TRL {machine['trl']}, transformers {machine['transformers']}; GRPO on 8 GSM8K "
+        f"prompts (through the chat template on both sides) × K 8 × {first['rows'][0].get('new_tokens', 64)} new tokens, "
+        f"DPO on 8 pairs; full-fine-tune steps: purld GRPO {steps.get('purld_grpo', float('nan')):.1f} s, TRL "
+        f"{steps.get('trl_grpo', float('nan')):.1f} s, purld DPO {steps.get('purld_dpo', float('nan')):.1f} s, TRL "
+        f"{steps.get('trl_dpo', float('nan')):.1f} s; each row the median of its measured steps over "
+        f"{len(first['rows'][0]['rounds'])} round(s) (`{first['command']}`); other processes used at most "
+        f"{max(loads):.2f} cores during a row.")
 
 
 def readme_table(reports: list[dict[str, Any]]) -> str:
@@ -94,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", type=Path, nargs="+", help="bench_vs_trl.py's JSON reports, one per precision")
     parser.add_argument("--readme", type=Path, default=None, help="write the table into this README's performance block")
+    parser.add_argument("--real", action="store_true", help="the real student's reports (`--model smollm2`): its own table")
     args = parser.parse_args(argv)
-    table = readme_table([json.loads(path.read_text()) for path in args.reports])
+    reports = [json.loads(path.read_text()) for path in args.reports]
+    table = real_student_table(reports) if args.real else readme_table(reports)
     if args.readme:
-        write_readme(args.readme, table, "python scripts/vs_trl_report.py " + " ".join(map(str, args.reports)), PERFORMANCE_MARKERS)
+        command = "python scripts/vs_trl_report.py " + " ".join(map(str, args.reports)) + (" --real" if args.real else "")
+        write_readme(args.readme, table, command, REAL_PERFORMANCE_MARKERS if args.real else PERFORMANCE_MARKERS)
     print(table)
     return 0
 

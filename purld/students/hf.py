@@ -42,7 +42,7 @@ class HFStudent(Student):
         use_chat_template: str = "auto",
         revision: str | None = None,
         trust_remote_code: bool = False,
-        gradient_checkpointing: bool | str = False,
+        gradient_checkpointing: bool | str = "full",
         lean_activations: bool = True,
         gguf_file: str | None = None,
         gguf_cache_dir: str | None = None,

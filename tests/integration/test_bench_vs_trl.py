@@ -102,3 +102,27 @@ def test_a_time_budget_stops_the_running_row_and_records_the_rest_as_not_run(tmp
     assert first["kind"] == "purld_grpo" and first["error"].startswith("stopped by the --time-budget")
     assert all(row["error"] == "not run: the --time-budget was spent" for row in rest)
     assert "not run" in result.stdout  # the printed table says so
+
+
+def test_the_real_student_rows_compare_full_and_lora_at_purlds_defaults():
+    specs = harness.row_specs(["smollm2"], [8], "cpu", with_trl=True)
+    kinds = [(s["kind"], s.get("lora", False), s.get("checkpointing"), s.get("ranker")) for s in specs]
+    for kind in ("purld_grpo", "trl_grpo", "purld_dpo", "trl_dpo"):
+        assert (kind, False, None, None) in kinds and (kind, True, None, None) in kinds  # full and LoRA, both sides
+    assert ("purld_grpo", False, "none", None) in kinds  # before: without checkpointing
+    assert {s["ranker"] for s in specs if "ranker" in s} == {"self_judge", "likelihood"}
+    # purld's default for a pretrained student is conf/student/hf.yaml's: checkpointed; `none` turns it off
+    assert harness.purld_checkpointing("smollm2", None) == "full"
+    assert harness.purld_checkpointing("smollm2", "none") is None
+    assert harness.purld_checkpointing("tiny", None) is None
+
+
+def test_lora_rows_are_read_against_trls_lora_rows():
+    def row(kind, step, rss, **variant):
+        return {"kind": kind, "size": "smollm2", "K": 8, "step_s": step, "peak_rss_mb": rss, **variant}
+
+    rows = [row("purld_grpo", 2.0, 10.0), row("trl_grpo", 4.0, 20.0), row("purld_grpo", 1.0, 5.0, lora=True),
+            row("trl_grpo", 5.0, 4.0, lora=True), row("purld_dpo", 1.0, 1.0), row("trl_dpo", 2.0, 1.0)]
+    figures = harness.compute_figures(rows, ["smollm2"], [8], None)
+    assert figures["smollm2_grpo_step_ratio"] == 0.5 and figures["smollm2_lora_grpo_step_ratio"] == 0.2
+    assert figures["smollm2_lora_grpo_rss_ratio"] == 1.25 and "smollm2_lora_dpo_step_ratio" not in figures

@@ -44,3 +44,22 @@ def test_the_performance_table_is_rendered_from_the_benchmark_reports():
     written = block((ROOT / "README.md").read_text(), PERFORMANCE_MARKERS)
     assert readme_table([json.loads((ROOT / path).read_text()) for path in reports]) in written
     assert " ".join(reports) in written
+
+
+def test_the_vllm_rollout_table_is_rendered_from_its_report():
+    from bench_rollout import VLLM_MARKERS
+    from bench_rollout import render as render_rollout
+
+    path = "outputs/bench/rollout_smollm2_vllm.json"
+    written = block((ROOT / "README.md").read_text(), VLLM_MARKERS)
+    assert render_rollout(json.loads((ROOT / path).read_text())) in written
+    assert f"--render {path}" in written
+
+
+def test_the_real_student_performance_table_is_rendered_from_its_report():
+    from vs_trl_report import REAL_PERFORMANCE_MARKERS, real_student_table
+
+    path = "outputs/bench/vs_trl_smollm2.json"
+    written = block((ROOT / "README.md").read_text(), REAL_PERFORMANCE_MARKERS)
+    assert real_student_table([json.loads((ROOT / path).read_text())]) in written
+    assert f"{path} --real" in written
