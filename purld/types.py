@@ -6,6 +6,7 @@ L prompt tokens, P preference pairs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,10 @@ class PromptBatch:
     prompt_mask: Tensor  # (B, L) bool
     anchor_ids: Tensor  # (B, Ta) long, right-padded, ends with EOS
     anchor_mask: Tensor  # (B, Ta) bool
+    # Per prompt, the student's processor outputs beside its ids (pixel_values, image_sizes, …); {} for a text
+    # prompt, () for a batch without images. Kept per prompt so that any subset of prompts can be stacked again
+    # (`stack_vision_inputs`), repeated for the K candidates where a prompt cannot be read once.
+    vision_inputs: tuple[dict[str, Tensor], ...] = ()
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -51,7 +56,25 @@ class PromptBatch:
             prompt_mask=self.prompt_mask.to(device),
             anchor_ids=self.anchor_ids.to(device),
             anchor_mask=self.anchor_mask.to(device),
+            vision_inputs=tuple({k: v.to(device) for k, v in inputs.items()} for inputs in self.vision_inputs),
         )
+
+    def vision_of(self, prompts: Sequence[int] | Tensor) -> tuple[dict[str, Tensor], ...]:
+        """The vision inputs of these prompts (indices into the batch), () for a batch without images."""
+        if not self.vision_inputs:
+            return ()
+        indices = prompts.tolist() if isinstance(prompts, Tensor) else list(prompts)
+        return tuple(self.vision_inputs[i] for i in indices)
+
+
+def stack_vision_inputs(per_prompt: Sequence[dict[str, Tensor]], repeats: int = 1) -> dict[str, Tensor]:
+    """One forward's vision keyword arguments: each key's per-prompt tensors concatenated along dim 0 (images, or
+    a processor's per-prompt rows), each prompt's `repeats` times in a row (row b·R + r continues prompt b).
+    Text prompts ({}) add nothing; no images at all gives {}."""
+    keys = list(dict.fromkeys(key for inputs in per_prompt for key in inputs))
+    if any(inputs and set(inputs) != set(keys) for inputs in per_prompt):
+        raise ValueError(f"vision inputs with different keys in one batch: {[sorted(inputs) for inputs in per_prompt]}")
+    return {key: torch.cat([inputs[key] for inputs in per_prompt if inputs for _ in range(repeats)]) for key in keys}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ def load_saved_student(checkpoint: str | Path):
         raise ConfigError(f"checkpoint={str(checkpoint)!r}: no saved model (config.json or adapter_config.json) in {path}")
     from purld.students.hf import HFStudent
 
-    return HFStudent(str(path)).load()
+    student = HFStudent(str(path))
+    model, tokenizer = student.load()
+    return model, tokenizer, student.load_processor(tokenizer)
 
 
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
@@ -40,13 +42,13 @@ def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     parts = build_components(cfg)
     quiet_libraries()
     set_threads(cfg.num_threads)
-    model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
-    datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",))
+    model, tokenizer, processor = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
+    datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",), processor=processor)
     datamodule.prepare_data()
     datamodule.setup("validate")
     metrics = evaluate(
         model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens,
-        device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message,
+        device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message, processor=processor,
     )
     result = {
         "checkpoint": cfg.checkpoint,

@@ -132,10 +132,11 @@ def wait_for_anchors(marker: Path, timeout_s: float = 3600.0) -> None:
 
 
 def make_datamodule(
-    cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout"), num_train_prompts: int | None = None
+    cfg: DictConfig, parts: Components, tokenizer, splits=("train", "heldout"), num_train_prompts: int | None = None,
+    processor=None,
 ) -> AnchorDataModule:
-    """The datamodule for a built student (`tokenizer` decides chat-template rendering with the student's setting);
-    `num_train_prompts`: only the first N train prompts (and their anchors)."""
+    """The datamodule for a built student (`tokenizer` decides chat-template rendering with the student's setting;
+    `processor`: a vision-language student's); `num_train_prompts`: only the first N train prompts (and their anchors)."""
     return AnchorDataModule(
         task=parts.task,
         teacher=parts.teacher,
@@ -148,6 +149,7 @@ def make_datamodule(
         splits=splits,
         use_chat_template=parts.student.chat_template_enabled(tokenizer),
         seed=cfg.seed,
+        processor=processor,
     )
 
 
@@ -159,8 +161,10 @@ def parameter_megabytes(model, base_only: bool = False) -> float:
 
 
 def load_student(parts: Components):
+    """(model, tokenizer, processor): the processor of a vision-language student, else None."""
     try:
-        return parts.student.load()
+        model, tokenizer = parts.student.load()
+        return model, tokenizer, parts.student.load_processor(tokenizer)
     except (OSError, ValueError) as error:  # a hub id without network, a directory without weights
         first_line = str(error).strip().splitlines()[0]
         raise ConfigError(f"student: could not load {getattr(parts.student, 'model_name_or_path', parts.student.name)!r}: {first_line}") from None
@@ -185,12 +189,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     is_rank_zero = rank_zero_only.rank == 0
 
     with clock("load_student"):
-        model, tokenizer = load_student(parts)
+        model, tokenizer, processor = load_student(parts)
     try:
         parts.sampler.check(model)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    datamodule = make_datamodule(cfg, parts, tokenizer)
+    datamodule = make_datamodule(cfg, parts, tokenizer, processor=processor)
     hyperparameters = {
         **{f"choice/{name}": value for name, value in key_choices(cfg).items()},
         "parameters/total": sum(p.numel() for p in model.parameters()),
@@ -209,7 +213,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     def held_out_metrics() -> dict[str, float]:
         return evaluate(
             model, tokenizer, datamodule.heldout_dataloader(), parts.task, parts.judge, cfg.eval.max_new_tokens,
-            device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message,
+            device=evaluation_device(cfg.trainer.get("accelerator")), render=datamodule.render_message, processor=processor,
         )
 
     if cfg.warmstart.sft_steps > 0:
@@ -254,6 +258,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ranker=parts.ranker,
         judge=parts.judge,
         render=datamodule.render_message,
+        processor=processor,
     )
     global_step, world_size = 0, 1
     if cfg.trainer.max_steps > 0:
@@ -277,7 +282,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     else:
         with clock("eval_after"):
             after = held_out_metrics()
-    save_student(model, tokenizer, output_dir / "student")
+    save_student(model, tokenizer, output_dir / "student", processor)
     fill = datamodule.fill_stats
     summary = {
         "run_dir": str(output_dir),

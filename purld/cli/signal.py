@@ -89,8 +89,9 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
         names.remove("verifier")
     rankers = {name: build_group(ranker_config(cfg, name), "ranker") for name in names}
     started = time.perf_counter()
-    model, tokenizer = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
-    datamodule = make_datamodule(cfg, parts, tokenizer, splits=("train",), num_train_prompts=cfg.signal.num_prompts)
+    model, tokenizer, processor = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
+    datamodule = make_datamodule(cfg, parts, tokenizer, splits=("train",), num_train_prompts=cfg.signal.num_prompts,
+                                 processor=processor)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model.to(evaluation_device(cfg.trainer.get("accelerator")))
@@ -139,7 +140,7 @@ def sample_and_score(datamodule, model, sampler, rankers: dict, batch_size: int)
     oracle, scores, seconds = [], {name: [] for name in rankers}, {"rollout": 0.0, **{name: 0.0 for name in rankers}}
     examples: list[dict[str, Any]] = []
     items, device, task = datamodule.train_items, model.device, datamodule.task
-    context = RankingContext(task, model, datamodule.tokenizer, render=datamodule.render_message)
+    context = RankingContext(task, model, datamodule.tokenizer, render=datamodule.render_message, processor=datamodule.processor)
     for start in range(0, len(items), batch_size):
         batch = datamodule.collate(items[start : start + batch_size]).to(device)
         tick = time.perf_counter()

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from purld.anchors.cache import AnchorCache, FillStats
+from purld.data.prompts import encode_prompts, render_conversation, user_turn
 from purld.data.sampler import PromptStream
 from purld.tasks.base import Task
 from purld.teachers.base import Teacher
@@ -39,10 +40,12 @@ class AnchorDataModule(L.LightningDataModule):
         use_chat_template: bool = False,
         progress: bool = True,
         seed: int = 0,
+        processor=None,
     ) -> None:
         super().__init__()
         self.task, self.teacher, self.anchor_cache = task, teacher, anchor_cache
         self.tokenizer = tokenizer
+        self.processor = processor  # a vision-language student's: renders and encodes the prompts with images
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_eval_prompts, self.num_train_prompts = num_eval_prompts, num_train_prompts
         self.splits = tuple(splits)
@@ -92,27 +95,26 @@ class AnchorDataModule(L.LightningDataModule):
         return other
 
     def prompt_text(self, example: Example) -> str:
-        """What the student reads: the prompt, or its conversation through the tokenizer's chat template."""
-        if not self.use_chat_template:
+        """What the student reads: the prompt, or its conversation through the tokenizer's chat template (the
+        processor's, with a placeholder per image, for a prompt with images: `purld.data.prompts`)."""
+        if not self.use_chat_template and not example.images:
             return example.prompt
-        messages = list(example.messages or [{"role": "user", "content": example.prompt}])
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        messages = list(example.messages or []) if self.use_chat_template else []
+        messages = messages or [{"role": "user", "content": example.prompt}]
+        return render_conversation(self.tokenizer, self.processor, self.use_chat_template, messages, len(example.images))
 
-    def render_message(self, content: str) -> str:
-        """One user turn as the student reads it (the rankers' judge and anchor texts): as `prompt_text` renders."""
-        if not self.use_chat_template:
+    def render_message(self, content: str, images: tuple = ()) -> str:
+        """One user turn as the student reads it (the rankers' judge and anchor texts): as `prompt_text` renders,
+        with placeholders for `images` (the prompt's, which the self-rankers show again)."""
+        if not self.use_chat_template and not images:
             return content
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+        return render_conversation(self.tokenizer, self.processor, self.use_chat_template, [user_turn(content, 0)], len(images))
 
     def collate(self, items: list[tuple[Example, str]]) -> PromptBatch:
         examples = [example for example, _ in items]
         anchors = [anchor for _, anchor in items]
-        prompts = self.tokenizer(
-            [self.prompt_text(example) for example in examples],
-            padding=True,
-            padding_side="left",
-            add_special_tokens=False,
-            return_tensors="pt",
+        prompt_ids, prompt_mask, vision = encode_prompts(
+            self.tokenizer, self.processor, [self.prompt_text(example) for example in examples], [e.images for e in examples]
         )
         eos = self.tokenizer.eos_token
         answers = self.tokenizer(
@@ -125,10 +127,11 @@ class AnchorDataModule(L.LightningDataModule):
         return PromptBatch(
             examples=examples,
             anchors=anchors,
-            prompt_ids=prompts["input_ids"],
-            prompt_mask=prompts["attention_mask"].bool(),
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
             anchor_ids=answers["input_ids"],
             anchor_mask=answers["attention_mask"].bool(),
+            vision_inputs=vision,
         )
 
     def train_dataloader(self) -> DataLoader:

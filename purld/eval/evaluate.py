@@ -51,13 +51,15 @@ def evaluate_batch(
     task: Task,
     ranker: Ranker,
     max_new_tokens: int,
-    render: Callable[[str], str] = str,
+    render: Callable[..., str] = str,
+    processor=None,
 ) -> dict[str, list[float]]:
     """Per-example metrics of one batch (lists, so batches can be pooled exactly). `render`: how a user turn
-    reaches the student (`AnchorDataModule.render_message`), for a judge that reads one."""
+    reaches the student (`AnchorDataModule.render_message`), for a judge that reads one; `processor`: a
+    vision-language student's, for a judge that reads the prompt's images."""
     answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
     pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
-    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer, render=render))  # (B, 2)
+    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer, render=render, processor=processor))  # (B, 2)
     if ranker.scores_are_preferences:
         wins = scores[:, 0]
     else:
@@ -97,8 +99,9 @@ def evaluate(
     ranker: Ranker,
     max_new_tokens: int,
     device: torch.device | str = "cpu",
-    render: Callable[[str], str] = str,
+    render: Callable[..., str] = str,
     description: str = "held-out eval",
+    processor=None,
 ) -> dict[str, float]:
     """Pooled means over `batches`, on `device` (the model is moved there: Lightning leaves a fitted module on
     the CPU, wherever it trained)."""
@@ -106,7 +109,7 @@ def evaluate(
     model.to(device)
     # A bar on a terminal only (disable=None): logs of batch jobs stay clean.
     for batch in tqdm(batches, desc=description, unit="batch", disable=None, leave=False):
-        accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens, render))
+        accumulator.add(evaluate_batch(model, tokenizer, batch.to(device), task, ranker, max_new_tokens, render, processor))
     means = accumulator.means()
     if accumulator.values["win_rate"]:
         means["win_rate_lc"] = length_controlled_win_rate(

@@ -35,6 +35,8 @@ from purld.students.hf import has_adapters
 from purld.tasks.base import Task
 from purld.types import Candidates, PromptBatch
 
+Vision = tuple[dict[str, Tensor], ...]  # per prompt, its vision inputs ({} for text; () for a text batch)
+
 # Shown beside the training progress bar (on a terminal); everything goes to the logger.
 PROGRESS_BAR_METRICS = ("train/loss", "rank/score_mean", "rollout/oracle_accuracy", "time/step")
 
@@ -55,13 +57,15 @@ class PolicyModule(L.LightningModule):
         task: Task | None = None,
         ranker: Ranker | None = None,
         judge: Ranker | None = None,
-        render: Callable[[str], str] = str,
+        render: Callable[..., str] = str,
+        processor=None,
     ) -> None:
         super().__init__()
         self.policy, self.tokenizer, self.objective = model, tokenizer, objective
         self.task, self.ranker = task, ranker
         self.judge = judge or ranker  # scores held-out answers against the anchor (win_rate): eval.judge, else the ranker
         self.render = render  # a user turn as the student reads it (`AnchorDataModule.render_message`), for self-rankers
+        self.processor = processor  # a vision-language student's, for self-rankers that read the prompt's images
         self.optimizer_factory, self.scheduler_factory, self.sampler = optimizer, scheduler, sampler
         self.reference = reference_model
         if self.reference is not None:
@@ -90,22 +94,27 @@ class PolicyModule(L.LightningModule):
         timings, self._timings = self._timings, {}
         return timings
 
-    def policy_token_logps(self, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
-        """(B·K, T) log-probs of (prompt_ids (B, L), prompt_mask, completion_ids (B·K, T), completion_mask) under π_θ."""
-        return completion_token_logps(self.policy, *inputs, temperature=temperature)
+    def policy_token_logps(self, *inputs: Tensor, temperature: float = 1.0, vision: Vision = ()) -> Tensor:
+        """(B·K, T) log-probs of (prompt_ids (B, L), prompt_mask, completion_ids (B·K, T), completion_mask) under π_θ;
+        `vision`: the B prompts' vision inputs (`PromptBatch.vision_inputs`)."""
+        return completion_token_logps(self.policy, *inputs, temperature=temperature, vision=vision)
 
     @torch.no_grad()
-    def reference_token_logps(self, *inputs: Tensor, temperature: float = 1.0) -> Tensor:
+    def reference_token_logps(self, *inputs: Tensor, temperature: float = 1.0, vision: Vision = ()) -> Tensor:
         """The same under π_ref: the frozen copy, or (LoRA, no copy) the policy with its adapters disabled."""
         if self.reference is not None:
-            return completion_token_logps(self.reference, *inputs, temperature=temperature)
+            return completion_token_logps(self.reference, *inputs, temperature=temperature, vision=vision)
         if not has_adapters(self.policy):
             raise RuntimeError("this objective needs a reference policy: pass reference_model or use a LoRA student")
         with self.policy.disable_adapter():
-            return completion_token_logps(self.policy, *inputs, temperature=temperature)
+            return completion_token_logps(self.policy, *inputs, temperature=temperature, vision=vision)
 
     def micro_batched(
-        self, loss_of: Callable[[Tensor], LossOutput], inputs: tuple[Tensor, Tensor, Tensor, Tensor], temperature: float = 1.0
+        self,
+        loss_of: Callable[[Tensor], LossOutput],
+        inputs: tuple[Tensor, Tensor, Tensor, Tensor],
+        temperature: float = 1.0,
+        vision: Vision = (),
     ) -> LossOutput:
         """`loss_of(π_θ token log-probs (G·R, T))` for `inputs` = (prompt_ids (G, L), prompt_mask, completion_ids
         (G·R, T), completion_mask): G groups of R rows that share a prompt (a prompt's K candidates, a pair's two
@@ -130,7 +139,8 @@ class PolicyModule(L.LightningModule):
         def token_logps_of(groups: slice) -> Tensor:
             rows = slice(groups.start * rows_per_group, groups.stop * rows_per_group)
             return self.policy_token_logps(
-                prompt_ids[groups], prompt_mask[groups], completion_ids[rows], completion_mask[rows], temperature=temperature
+                prompt_ids[groups], prompt_mask[groups], completion_ids[rows], completion_mask[rows], temperature=temperature,
+                vision=vision[groups],
             )
 
         per_pass = num_groups if self.micro_batch_size is None else max(1, self.micro_batch_size // rows_per_group)
@@ -158,7 +168,8 @@ class PolicyModule(L.LightningModule):
         judge that the policy cannot move."""
 
         def scores(model: PreTrainedModel, model_is_sampler: bool) -> Tensor:
-            context = RankingContext(self.task, model, self.tokenizer, model_is_sampler=model_is_sampler, render=self.render)
+            context = RankingContext(self.task, model, self.tokenizer, model_is_sampler=model_is_sampler, render=self.render,
+                                     processor=self.processor)
             return self.ranker(batch, rollout, context)
 
         if self.ranker.judge_model == "policy":
@@ -250,7 +261,8 @@ class PolicyModule(L.LightningModule):
 
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         self._validation.add(
-            evaluate_batch(self.policy, self.tokenizer, batch, self.task, self.judge, self.eval_max_new_tokens, self.render)
+            evaluate_batch(self.policy, self.tokenizer, batch, self.task, self.judge, self.eval_max_new_tokens, self.render,
+                           self.processor)
         )
 
     def on_validation_epoch_end(self) -> None:

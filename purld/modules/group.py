@@ -58,7 +58,7 @@ class GroupModule(PolicyModule):
         temperature = self.sampler.temperature
         ref_per_token_logps = None
         if self.objective.needs_reference:
-            ref_per_token_logps = self.reference_token_logps(*inputs, temperature=temperature)
+            ref_per_token_logps = self.reference_token_logps(*inputs, temperature=temperature, vision=batch.vision_inputs)
         is_truncated = rollout.is_truncated.reshape(-1)
         num_active_tokens = None
         if self.objective.loss_type == "dapo" and self._trainer is not None and self.trainer.world_size > 1:
@@ -78,16 +78,16 @@ class GroupModule(PolicyModule):
                 num_active_tokens,
             )
 
-        return self.micro_batched(loss_of, inputs, temperature)
+        return self.micro_batched(loss_of, inputs, temperature, vision=batch.vision_inputs)
 
     def ldl_step(self, batch: PromptBatch, rollout: Rollout, label_distribution: Tensor):
         inputs = self._flat_inputs(batch, rollout)
         mask = inputs[3]
         B, K = label_distribution.shape
-        ref_logps = (self.reference_token_logps(*inputs) * mask).sum(-1).reshape(B, K)
+        ref_logps = (self.reference_token_logps(*inputs, vision=batch.vision_inputs) * mask).sum(-1).reshape(B, K)
 
         def loss_of(token_logps: Tensor):
             policy_logps = (token_logps * mask).sum(-1).reshape(B, K)
             return self.objective(policy_logps, ref_logps, rollout.lengths, label_distribution)
 
-        return self.micro_batched(loss_of, inputs)
+        return self.micro_batched(loss_of, inputs, vision=batch.vision_inputs)

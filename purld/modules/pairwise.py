@@ -94,7 +94,7 @@ class PairwiseModule(PolicyModule):
         prompts, rows, chosen_row, rejected_row = distinct_sequences(pairs)
         inputs = (batch.prompt_ids[prompts], batch.prompt_mask[prompts], pool_ids[prompts[:, None], rows].flatten(0, 1),
                   pool_mask[prompts[:, None], rows].flatten(0, 1))
-        mask = inputs[3]
+        mask, vision = inputs[3], batch.vision_of(prompts)
 
         def sequence_logps(token_logps: Tensor) -> tuple[Tensor, Tensor]:  # chosen (P,), rejected (P,)
             if self.objective.average_log_prob:
@@ -104,11 +104,11 @@ class PairwiseModule(PolicyModule):
             return logps[chosen_row], logps[rejected_row]
 
         if self.objective.needs_reference:
-            ref_chosen, ref_rejected = sequence_logps(self.reference_token_logps(*inputs))
+            ref_chosen, ref_rejected = sequence_logps(self.reference_token_logps(*inputs, vision=vision))
         else:
             ref_chosen = ref_rejected = mask.new_zeros(len(pairs), dtype=torch.float32)
 
         def loss_of(token_logps: Tensor):
             return self.objective(*sequence_logps(token_logps), ref_chosen, ref_rejected)
 
-        return self.micro_batched(loss_of, inputs)
+        return self.micro_batched(loss_of, inputs, vision=vision)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +35,9 @@ class RankingContext:
     model_is_sampler: bool = True  # the model is the one that sampled the candidates (its recorded log-probs apply)
     # A user turn as the student reads it: through its chat template, with the assistant's cue, when the student's
     # prompts are (`AnchorDataModule.render_message`). Every text a self-ranker feeds the model goes through it.
-    render: Callable[[str], str] = str
+    # With the prompt's images (`render(content, images)`), it places their placeholders in the turn.
+    render: Callable[..., str] = str
+    processor: Any = None  # a vision-language student's processor: encodes texts with images (`purld.data.prompts`)
 
 
 class Ranker(ABC):
@@ -59,6 +62,11 @@ class Ranker(ABC):
         if tuple(scores.shape) != expected:
             raise RuntimeError(f"ranker {self.name!r} returned scores of shape {tuple(scores.shape)}, expected {expected}")
         return scores.float()
+
+
+def render_with_images(context: RankingContext, content: str, example) -> str:
+    """`content` as one user turn the student reads, with the placeholders of `example`'s images (if any)."""
+    return context.render(content, example.images) if example.images else context.render(content)
 
 
 def checked_judge_model(name: str, judge_model: str) -> str:

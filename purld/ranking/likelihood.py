@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from purld.ranking.base import Ranker, RankingContext, checked_judge_model
+from purld.data.prompts import encode_prompts
+from purld.ranking.base import Ranker, RankingContext, checked_judge_model, render_with_images
 from purld.rollout.logprobs import completion_token_logps
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout
@@ -38,16 +39,21 @@ class LikelihoodRanker(Ranker):
         completion_mask = candidates.completion_mask.reshape(B * K, T)
         # x ⊕ a as one user turn, rendered as the student reads its prompts (its chat template); x itself is the
         # batch's prompt exactly as the rollout read it.
-        with_anchor = [context.render(self.anchor_template.format(prompt=p, anchor=a)) for p, a in zip(batch.prompts, batch.anchors)]
+        with_anchor = [render_with_images(context, self.anchor_template.format(prompt=e.prompt, anchor=a), e)
+                       for e, a in zip(batch.examples, batch.anchors)]
         prompt_ids, prompt_mask = batch.prompt_ids.to(device), batch.prompt_mask.to(device)
-        anchored_ids, anchored_mask = tokenize_left_padded(tokenizer, with_anchor, device)
+        anchored_ids, anchored_mask, anchored_vision = encode_prompts(
+            tokenizer, context.processor, with_anchor, [e.images for e in batch.examples], device
+        )
         with in_eval_mode(model):
-            conditioned = completion_token_logps(model, anchored_ids, anchored_mask, completion_ids, completion_mask)
+            conditioned = completion_token_logps(model, anchored_ids, anchored_mask, completion_ids, completion_mask, vision=anchored_vision)
             if isinstance(candidates, Rollout) and candidates.sampling_temperature == 1.0 and context.model_is_sampler:
                 # The sampler recorded exactly ℓ_θ(y_k | x) at temperature 1, from these weights: no second pass.
                 unconditioned = candidates.sampling_token_logps.reshape(B * K, T)
             else:
-                unconditioned = completion_token_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+                unconditioned = completion_token_logps(
+                    model, prompt_ids, prompt_mask, completion_ids, completion_mask, vision=batch.vision_inputs
+                )
         sums = [(conditioned * completion_mask).sum(-1), (unconditioned * completion_mask).sum(-1)]
         lengths = completion_mask.sum(-1).clamp(min=1)
         return ((sums[0] - sums[1]) / lengths).reshape(B, K)

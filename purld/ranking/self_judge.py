@@ -14,12 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from purld.ranking.base import Ranker, RankingContext, checked_judge_model
-from purld.ranking.likelihood import tokenize_left_padded
+from purld.data.prompts import encode_prompts
+from purld.ranking.base import Ranker, RankingContext, checked_judge_model, render_with_images
 from purld.rollout.logprobs import forward_after_shared_prefix
 from purld.rollout.sampler import stop_token_ids
 from purld.students.base import in_eval_mode
-from purld.types import Candidates, PromptBatch
+from purld.types import Candidates, PromptBatch, stack_vision_inputs
 
 # The instruction comes first, then the task and anchor, read once per prompt for its K candidates; each of the K
 # candidates costs its own tokens and the closing question. The task is quoted as the student saw it, under a
@@ -54,11 +54,12 @@ class SelfJudgeRanker(Ranker):
         device = candidates.completion_ids.device
         # The judge question is one user turn, rendered as the student reads its prompts (its chat template, then
         # the assistant's cue, where the reply's first token is read); the candidate's place is cut out of it.
-        judge_texts = [context.render(self.template.format(prompt=e.prompt, anchor=a, candidate=CANDIDATE_SLOT))
+        # A prompt's images are shown again before the judge question, read with the prefix.
+        judge_texts = [render_with_images(context, self.template.format(prompt=e.prompt, anchor=a, candidate=CANDIDATE_SLOT), e)
                        for e, a in zip(batch.examples, batch.anchors)]
         prefixes, suffix_texts = zip(*(text.split(CANDIDATE_SLOT, 1) for text in judge_texts))
         # The part before the candidate is the same for a prompt's K candidates: read once, KV cache shared.
-        prefix_ids, prefix_mask = tokenize_left_padded(tokenizer, list(prefixes), device)
+        prefix_ids, prefix_mask, vision = encode_prompts(tokenizer, context.processor, prefixes, [e.images for e in batch.examples], device)
         # Each candidate as the tokens the student generated (EOS dropped), then the question, left-padded.
         suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in suffix_texts]
         ids = candidates.completion_ids.reshape(B * K, -1)
@@ -73,7 +74,8 @@ class SelfJudgeRanker(Ranker):
             continuation_mask[i, width - len(row) :] = True
         with in_eval_mode(model):
             _, logits = forward_after_shared_prefix(
-                model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1
+                model, prefix_ids, prefix_mask, continuation.to(device), continuation_mask.to(device), logits_to_keep=1,
+                prefix_inputs=stack_vision_inputs(vision),
             )
         logps = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B·K, V)
         yes, no = self._first_token_id(tokenizer, self.yes_token), self._first_token_id(tokenizer, self.no_token)

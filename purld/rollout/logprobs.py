@@ -19,6 +19,7 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 from purld.students.base import activation_checkpointing_enabled
+from purld.types import stack_vision_inputs
 
 try:  # transformers ≥ 5.2x: a checkpointed layer may keep a cache that it only reads
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -44,6 +45,7 @@ def completion_token_logps(
     completion_ids: Tensor,
     completion_mask: Tensor,
     temperature: float = 1.0,
+    vision: tuple[dict[str, Tensor], ...] = (),
 ) -> Tensor:
     """log softmax(logits / temperature)[y_t] for each completion token.
 
@@ -52,6 +54,8 @@ def completion_token_logps(
     (`forward_after_shared_prefix`): K·T token positions instead of K·(L + T), in the forward and in backward,
     with or without transformers' activation checkpointing. Each prompt is repeated K times instead where
     checkpointed layers would drop or rewrite the cache: older transformers, torch's `checkpoint_wrapper`.
+    `vision`: the B prompts' vision inputs (`PromptBatch.vision_inputs`), read with the prompts: once per prompt
+    where it is shared, else repeated for its K rows.
     Returns (B·K, T) float32 log-probs in nats; padded positions hold garbage that callers mask with
     `completion_mask`.
     """
@@ -62,13 +66,16 @@ def completion_token_logps(
     head = plain_output_head(model)
     chunked = head is not None and N * T * head.out_features > CHUNKED_LOGITS_ABOVE
     if K > 1 and prompts_can_be_shared(model):
-        first, rest = forward_after_shared_prefix(model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked)
+        first, rest = forward_after_shared_prefix(
+            model, prompt_ids, prompt_mask, completion_ids, completion_mask, T, chunked, prefix_inputs=stack_vision_inputs(vision)
+        )
         outputs = torch.cat([first[:, None], rest[:, :-1]], dim=1)  # position t predicts token t
     else:
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(K, 0), prompt_mask.repeat_interleave(K, 0)
         input_ids, attention_mask = stack_prompt_and_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False}
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False,
+                  **stack_vision_inputs(vision, repeats=K)}
         if chunked:
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -(T + 1) : -1]
         else:
@@ -347,6 +354,7 @@ def forward_after_shared_prefix(
     continuation_mask: Tensor,
     logits_to_keep: int,
     hidden_states: bool = False,
+    prefix_inputs: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Logits of B·K continuations that share B prefixes, reading each prefix once.
 
@@ -360,6 +368,8 @@ def forward_after_shared_prefix(
     under `student.gradient_checkpointing=full` this sharing takes 8 % off a GRPO step and 26 % off its peak
     RSS against repeating each prompt K times (`python scripts/bench_mechanisms.py`,
     outputs/bench/mechanisms_smollm2.json: `checkpointed` against `checkpointed_prompts_repeated`).
+    `prefix_inputs`: more keyword arguments of the prefix's forward (a vision-language student's pixel inputs for
+    the images in the prefixes); the continuations then read the images through the cache alone.
     Returns the prefix's last-position logits (B·K, V) — what predicts the first
     continuation token — and the continuation's last `logits_to_keep` positions (B·K, n, V);
     with `hidden_states`, the last hidden states there instead ((B·K, H) and (B·K, n, H)).
@@ -371,7 +381,7 @@ def forward_after_shared_prefix(
         raise RuntimeError("forward_after_shared_prefix: this model's checkpointed layers would drop or rewrite the cache")
     with_checkpointing = checkpointed(model)
 
-    def run(input_ids: Tensor, attention_mask: Tensor, keep: int):
+    def run(input_ids: Tensor, attention_mask: Tensor, keep: int, **more):
         """One forward on top of the cache; the mask covers the cached tokens and these, positions skip the holes."""
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         return model(
@@ -384,6 +394,7 @@ def forward_after_shared_prefix(
             logits_to_keep=1 if hidden_states else keep,  # hidden states: no (N, n, V) logits
             output_hidden_states=hidden_states,
             **{cache_argument: cache},
+            **more,
         )
 
     def last_positions(output, count: int) -> Tensor:
@@ -395,7 +406,7 @@ def forward_after_shared_prefix(
         checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext(),
         replaying_in_backward([(wrapper, "checkpoint_fn") for wrapper in wrappers], cache),  # checked by prompts_can_be_shared
     ):
-        prefix = run(prefix_ids, prefix_mask, keep=1)
+        prefix = run(prefix_ids, prefix_mask, keep=1, **(prefix_inputs or {}))
     cache.read_only_for(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)
     with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():

@@ -26,7 +26,7 @@ from transformers import (
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.logprobs import cache_argument_name
 from purld.students.base import in_eval_mode
-from purld.types import Candidates, PromptBatch, Rollout
+from purld.types import Candidates, PromptBatch, Rollout, stack_vision_inputs
 
 
 class _RecordSamplingLogps(LogitsProcessor):
@@ -136,12 +136,15 @@ def generate_completions(
     (`sampling_config`, never the checkpoint's) or `generate` arguments (logits_processor, a cache).
 
     With num_samples > 1 each prompt is read once (`prompt_cache_for_samples`) where `generate` would read it
-    once per sample (`num_return_sequences` repeats the prompts first)."""
+    once per sample (`num_return_sequences` repeats the prompts first). A vision-language student reads the
+    prompts' images with them: in that shared prompt cache, or else as pixel inputs repeated for each sample."""
     with in_eval_mode(model):
         prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask.long()
         if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
-            prompt_cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples)
+            prompt_cache = prompt_cache_for_samples(model, prompt_ids, prompt_mask, num_samples, stack_vision_inputs(batch.vision_inputs))
             generate_kwargs[cache_argument_name(model)] = prompt_cache
+        else:
+            generate_kwargs.update(stack_vision_inputs(batch.vision_inputs, repeats=num_samples))
         settings = {k: generate_kwargs.pop(k) for k in list(generate_kwargs) if hasattr(GenerationConfig(), k)}
         config = sampling_config(stop_token_ids(model, tokenizer), tokenizer.pad_token_id, use_cache=True, **settings)
         with without_checkpoint_generation_config(model):
@@ -167,19 +170,21 @@ def can_share_prompt_cache(model: PreTrainedModel, prompt_ids: Tensor, generate_
 
 
 def prompt_cache_for_samples(
-    model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, num_samples: int
+    model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, num_samples: int, vision_inputs: dict[str, Tensor] | None = None
 ) -> DynamicCache:
     """The KV cache of each prompt (B, L) but its last token, computed once and repeated for its `num_samples`
     rows (B·K): B·(L − 1) prompt positions instead of B·K·(L − 1). Given a cache, `generate` reads only the
     tokens it does not hold (transformers' documented prompt-cache re-use): here each row's last prompt token,
     which gives the logits of the first sample. Position ids are those `generate` computes from the mask. The
-    random draws are the same; the next-token logits equal the full rows' up to the matmuls' rounding (tested)."""
+    random draws are the same; the next-token logits equal the full rows' up to the matmuls' rounding (tested).
+    `vision_inputs`: the prompts' pixel inputs, read here once; a prompt's last token is text (the chat
+    template's assistant cue, or the question after the image), so `generate` needs no pixels after it."""
     cache = DynamicCache(config=model.config)
     head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1].long()
     position_ids = (head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
     model(
         input_ids=head_ids, attention_mask=head_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-        **{cache_argument_name(model): cache},
+        **{cache_argument_name(model): cache}, **(vision_inputs or {}),
     )
     cache.batch_repeat_interleave(num_samples)
     return cache

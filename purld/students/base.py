@@ -23,6 +23,11 @@ class Student(ABC):
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """Return the trainable policy and a tokenizer with a pad token and padding side set."""
 
+    def load_processor(self, tokenizer: PreTrainedTokenizerBase):
+        """A vision-language student's processor (images → pixel inputs and image tokens), around `tokenizer`;
+        None for a text student."""
+        return None
+
     def chat_template_enabled(self, tokenizer: PreTrainedTokenizerBase) -> bool:
         """Whether prompts are rendered through the tokenizer's chat template."""
         return False
@@ -55,6 +60,28 @@ class Student(ABC):
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:
         """The policy PU-RLD starts from after the warm start (LoRA: adapters merged, fresh ones added)."""
         return model
+
+
+def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The image encoder of a transformers image-text-to-text model (`vision_tower`, `vision_model` or `visual`,
+    on the model or its inner `model`), or None for a text model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for owner in (base, getattr(base, "model", None)):
+        for name in ("vision_tower", "vision_model", "visual"):
+            tower = getattr(owner, name, None) if owner is not None else None
+            if isinstance(tower, torch.nn.Module):
+                return tower
+    return None
+
+
+def freeze_vision_tower(model: torch.nn.Module) -> int:
+    """`student.freeze_vision_tower`: the image encoder's parameters stop training (the projector and the
+    language model still train). Returns how many parameters were frozen."""
+    tower = vision_tower(model)
+    if tower is None:
+        return 0
+    tower.requires_grad_(False)
+    return sum(p.numel() for p in tower.parameters())
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -5,6 +5,12 @@ left for generation and falls back to EOS as the pad token. When the tokenizer
 has a chat template and `use_chat_template` allows it, prompts are rendered
 through it (the datamodule asks `render_prompts`).
 
+An image-text-to-text model (its config has a `vision_config`: LLaVA, LLaVA-Next, Idefics3 / SmolVLM, …) loads
+with `AutoModelForImageTextToText` and its `AutoProcessor` (`load_processor`); `student.freeze_vision_tower`
+(default true) keeps its image encoder out of training, and `student=lora` then puts adapters on the language
+model only. Models that place image tokens with 3-D positions (Qwen2-VL's M-RoPE: a `get_rope_index`) are
+refused: purld's stages give every prompt token a 1-D position from the attention mask.
+
 A GGUF checkpoint (`student.gguf_file`, e.g. `student=smollm2`) is converted once into a cached Hugging Face
 directory (`purld.students.gguf`) and loaded from there.
 
@@ -22,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from purld.students.base import Student, checked_gradient_checkpointing, checked_lean_activations
+from purld.students.base import Student, checked_gradient_checkpointing, checked_lean_activations, freeze_vision_tower
+
+VISION_MODULES = r".*(vision_tower|vision_model|visual|multi_modal_projector|connector).*"  # kept out of LoRA
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 CHAT_TEMPLATE = ("auto", "always", "never")
@@ -46,6 +54,7 @@ class HFStudent(Student):
         lean_activations: bool = True,
         gguf_file: str | None = None,
         gguf_cache_dir: str | None = None,
+        freeze_vision_tower: bool = True,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
@@ -60,6 +69,21 @@ class HFStudent(Student):
         self.use_chat_template, self.revision, self.trust_remote_code = use_chat_template, revision, trust_remote_code
         self.gradient_checkpointing = checked_gradient_checkpointing(gradient_checkpointing)
         self.lean_activations = checked_lean_activations(lean_activations)
+        if not isinstance(freeze_vision_tower, bool):
+            raise ValueError(f"student.freeze_vision_tower={freeze_vision_tower!r}: allowed values are true, false")
+        self.freeze_vision_tower = freeze_vision_tower
+        self._is_vision_language: bool | None = None
+
+    def is_vision_language(self, weights_directory: str | None = None) -> bool:
+        """Whether the checkpoint is an image-text-to-text model (its config has a vision_config)."""
+        if self._is_vision_language is None:
+            if self.gguf_file:
+                self._is_vision_language = False
+            else:
+                config = AutoConfig.from_pretrained(weights_directory or self.weights_directory(), revision=self.revision,
+                                                    trust_remote_code=self.trust_remote_code)
+                self._is_vision_language = getattr(config, "vision_config", None) is not None
+        return self._is_vision_language
 
     def weights_directory(self) -> str:
         """Where the weights load from: `model_name_or_path`, or the GGUF file's converted directory."""
@@ -83,7 +107,27 @@ class HFStudent(Student):
         kwargs: dict[str, Any] = {"dtype": DTYPES[self.dtype], "revision": self.revision, "trust_remote_code": self.trust_remote_code}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        return AutoModelForCausalLM.from_pretrained(weights_directory or self.weights_directory(), **kwargs)
+        source = weights_directory or self.weights_directory()
+        if not self.is_vision_language(source):
+            return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        check_positions_are_one_dimensional(model, source)
+        if self.freeze_vision_tower:
+            freeze_vision_tower(model)
+        return model
+
+    def load_processor(self, tokenizer: PreTrainedTokenizerBase):
+        """The checkpoint's AutoProcessor around purld's tokenizer (left padding, a pad token); None for a text model."""
+        if not self.is_vision_language():
+            return None
+        from transformers import AutoProcessor
+
+        source = self.tokenizer_name_or_path or self.weights_directory()
+        processor = AutoProcessor.from_pretrained(source, revision=self.revision, trust_remote_code=self.trust_remote_code)
+        processor.tokenizer = tokenizer
+        return processor
 
     def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         weights = self.weights_directory()
@@ -95,6 +139,16 @@ class HFStudent(Student):
 
     def chat_template_enabled(self, tokenizer: PreTrainedTokenizerBase) -> bool:
         return self.use_chat_template != "never" and bool(getattr(tokenizer, "chat_template", None))
+
+
+def check_positions_are_one_dimensional(model: PreTrainedModel, source: str) -> None:
+    inner = getattr(model, "model", model)
+    if hasattr(model, "get_rope_index") or hasattr(inner, "get_rope_index"):
+        raise ValueError(
+            f"{source}: a {model.config.model_type} model places image tokens with 3-D (M-RoPE) positions, which purld "
+            "does not compute (every prompt token gets a 1-D position from the attention mask); use a LLaVA-, "
+            "LLaVA-Next- or Idefics3/SmolVLM-style student"
+        )
 
 
 class LoRAStudent(HFStudent):
@@ -119,7 +173,10 @@ class LoRAStudent(HFStudent):
         from peft import LoraConfig, get_peft_model
 
         target = self.lora_kwargs["target_modules"]
-        config = LoraConfig(task_type="CAUSAL_LM", **{**self.lora_kwargs, "target_modules": target if isinstance(target, str) else list(target)})
+        # A vision-language student: adapters on the language model only, unless its image encoder trains too.
+        exclude = VISION_MODULES if self.freeze_vision_tower and self.is_vision_language() else None
+        config = LoraConfig(task_type="CAUSAL_LM", exclude_modules=exclude,
+                            **{**self.lora_kwargs, "target_modules": target if isinstance(target, str) else list(target)})
         with warnings.catch_warnings():  # peft reads transformers' old name; nothing a user can act on
             warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             return get_peft_model(model, config)
@@ -149,9 +206,10 @@ def has_adapters(model: PreTrainedModel) -> bool:
     return hasattr(model, "disable_adapter")
 
 
-def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, processor=None) -> None:
     """A loadable model directory: LoRA adapters merged into the weights; over a 4-bit base (lossy to merge),
-    the adapters alone, which `from_pretrained` loads onto their base model."""
+    the adapters alone, which `from_pretrained` loads onto their base model. A vision-language student's
+    processor is saved beside them (`student=hf` loads the directory back with it)."""
     if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
         model.save_pretrained(directory)
     elif has_adapters(model):
@@ -160,6 +218,8 @@ def save_student(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dir
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    if processor is not None:
+        processor.save_pretrained(directory)
 
 
 class QLoRAStudent(LoRAStudent):
@@ -206,7 +266,14 @@ class QLoRAStudent(LoRAStudent):
         kwargs: dict[str, Any] = {"quantization_config": quantization, "revision": self.revision}
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(weights_directory or self.weights_directory(), **kwargs)
+        source = weights_directory or self.weights_directory()
+        if self.is_vision_language(source):
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+            check_positions_are_one_dimensional(model, source)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
     def merge_warm_start(self, model: PreTrainedModel) -> PreTrainedModel:

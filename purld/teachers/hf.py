@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from purld.teachers.base import AnchorAnswer, Teacher, check_prompt_template, templated_messages
+from purld.teachers.base import AnchorAnswer, Teacher, TeacherError, check_prompt_template, templated_messages
 from purld.types import Example
 
 
@@ -57,6 +57,13 @@ class HFTeacher(Teacher):
 
     def answer(self, examples: Sequence[Example]) -> Iterator[tuple[Example, AnchorAnswer]]:
         from purld.students.hf import HFStudent
+
+        shown_images = next((example for example in examples if example.images), None)
+        if shown_images is not None:
+            raise TeacherError(
+                f"teacher=hf answers text only, and prompt {shown_images.prompt_id!r} shows images: use teacher=litellm "
+                "with a multimodal model (a hosted one, or `vllm serve` on-premise) or teacher=reference"
+            )
 
         student = HFStudent(self.model_name_or_path, dtype=self.dtype)
         model, tokenizer = student.load()

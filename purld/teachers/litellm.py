@@ -20,6 +20,10 @@ The API key comes from the environment only: the provider's usual variable,
 or the one named by `api_key_env`. The config, cache key, cache rows and logs
 hold the variable's name at most, never its value. Answers are stored as text
 and never executed.
+
+A prompt with images (a vision-language task) is sent in the OpenAI content-parts format: the user turn's
+text, then each image as a base64 PNG data URL, which hosted multimodal models and `vllm serve` read. The cache
+key holds a SHA-256 of each image's pixels, not the data URL.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from purld.teachers.base import (
     TeacherFailure,
     check_prompt_template,
     templated_messages,
+    with_image_parts,
 )
 from purld.types import Example
 
@@ -145,7 +150,7 @@ class LiteLLMTeacher(Teacher):
             try:
                 response = await litellm.acompletion(
                     model=self.model,
-                    messages=self.messages(example),
+                    messages=with_image_parts(self.messages(example), example.images),
                     api_base=self.api_base,
                     api_key=api_key,
                     temperature=self.temperature,
