@@ -4,6 +4,8 @@
     python scripts/bench_quickstart.py --out outputs/bench/smollm2.json -- experiment=smollm2
     python scripts/bench_quickstart.py --out outputs/bench/smollm2_lora.json -- experiment=smollm2_lora
     python scripts/bench_quickstart.py --render outputs/bench/smollm2.json outputs/bench/smollm2_lora.json --readme README.md
+    python scripts/bench_quickstart.py --out outputs/bench/vlm_quickstart.json -- experiment=vlm_quickstart
+    python scripts/bench_quickstart.py --render outputs/bench/vlm_quickstart.json --readme README.md --markers vlm
 
 Runs `purld-train` (the given overrides besides a run directory) as a user would, in a
 subprocess, and reads the machine's CPU time from /proc/stat around it: CPU
@@ -11,7 +13,7 @@ time used by other processes during the run is reported as `outside_load`
 (fraction of the machine's cores), so a run taken on a busy machine is visible
 as such. Targets on 2 CPU cores: the quickstart ≤ 300 s wall and ≤ 3 GB peak
 RSS; `experiment=smollm2` ≤ 15 minutes. `--render` writes the real-student
-table README.md shows (between its `presets` markers) from the reports.
+table README.md shows (between its `presets` markers, or `--markers NAME`'s) from the reports.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def run_once(run_dir: Path, overrides: list[str]) -> dict:
     }
 
 
-PRESET_MARKERS = ("<!-- presets:start -->", "<!-- presets:end -->")
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+PRESET_MARKERS = markers("presets")  # the real-student presets
+VLM_MARKERS = markers("vlm")  # experiment=vlm_quickstart
 
 
 def render(reports: list[dict]) -> str:
@@ -93,6 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/quickstart.json"))
     parser.add_argument("--render", type=Path, nargs="+", default=None, help="print the table of these reports (runs nothing)")
     parser.add_argument("--readme", type=Path, default=None, help="with --render: also write it into this README's presets block")
+    parser.add_argument("--markers", default="presets", help="with --readme: the README block's name (presets, vlm)")
     parser.add_argument("overrides", nargs="*", help="extra purld-train overrides (after --)")
     args = parser.parse_args()
     if args.render:
@@ -100,7 +108,7 @@ def main() -> None:
         print(table)
         if args.readme:
             command = "python scripts/bench_quickstart.py --render " + " ".join(str(path) for path in args.render)
-            write_readme(args.readme, table, command, PRESET_MARKERS)
+            write_readme(args.readme, table, command, markers(args.markers))
         return
     runs = []
     for repeat in range(args.repeats):

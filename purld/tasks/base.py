@@ -19,6 +19,7 @@ class Task(ABC):
 
     name: str = "task"
     has_oracle: bool = False
+    has_images: bool = False  # its prompts show images: it needs a vision-language student
 
     @abstractmethod
     def examples(self, split: Split) -> list[Example]:

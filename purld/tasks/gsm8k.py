@@ -46,8 +46,8 @@ class GSM8KTask(JsonlTask):
         if num_heldout is not None:
             self._splits["heldout"] = self._splits["heldout"][:num_heldout]
 
-    def _parse(self, line: str, location: str) -> Example:
-        example = super()._parse(line, location)
+    def _parse(self, line: str, location: str, directory: Path = Path(".")) -> Example:
+        example = super()._parse(line, location, directory)
         final = _FINAL.findall(example.reference or "")
         if not final:
             raise BadLineError("the answer has no '#### <number>' line")

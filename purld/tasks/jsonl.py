@@ -2,12 +2,15 @@
 
     {"prompt": "...", "reference": "...", "answer": "42"}               prompt_field / reference_field / answer_field
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+    {"prompt": "What is in the picture?", "image": "images/0001.png"}     image_field: a path or a list of them
 
 With `messages_field`, the prompt is the conversation up to its last user
 message and a final assistant message, if any, is the reference. A line that
 is not JSON, lacks a required field or has an empty prompt stops the run with
 `file:line: problem` (`on_bad_line=raise`), or is skipped and counted
-(`on_bad_line=skip`, reported in summary.json). Held-out prompts come from
+(`on_bad_line=skip`, reported in summary.json). With `image_field`, each line names its
+images by paths relative to the file (or absolute); each is opened when the file is read, and a missing or
+unreadable one is a bad line that names the file, the line and the path. Held-out prompts come from
 `heldout_path`, or else a seeded `heldout_fraction` of the file.
 """
 
@@ -63,6 +66,7 @@ class JsonlTask(Task):
         messages_field: str | None = None,
         id_field: str | None = None,
         answer_pattern: str | None = None,
+        image_field: str | None = None,
         on_bad_line: str = "raise",
         max_examples: int | None = None,
         seed: int = 0,
@@ -75,6 +79,8 @@ class JsonlTask(Task):
             raise ValueError("task.prompt_field and task.messages_field are both null: set one of them")
         self.prompt_field, self.reference_field, self.answer_field = prompt_field, reference_field, answer_field
         self.messages_field, self.id_field, self.on_bad_line = messages_field, id_field, on_bad_line
+        self.image_field = image_field
+        self.has_images = image_field is not None
         self.answer_pattern = re.compile(answer_pattern) if answer_pattern else None
         self.has_oracle = answer_field is not None
         self.bad_lines: list[str] = []
@@ -107,7 +113,7 @@ class JsonlTask(Task):
                 if not line.strip():
                     continue
                 try:
-                    examples.append(self._parse(line, f"{path.name}:{number}"))
+                    examples.append(self._parse(line, f"{path.name}:{number}", path.parent))
                 except BadLineError as error:
                     message = f"{path}:{number}: {error}"
                     if self.on_bad_line == "raise":
@@ -120,7 +126,26 @@ class JsonlTask(Task):
             raise BadLineError(f"missing field {field!r} (fields present: {', '.join(sorted(row)) or 'none'})")
         return row[field]
 
-    def _parse(self, line: str, location: str) -> Example:
+    def _images(self, row: dict[str, Any], directory: Path) -> tuple:
+        value = self._field(row, self.image_field)
+        paths = value if isinstance(value, list) else [value]
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise BadLineError(f"field {self.image_field!r} must be an image path or a list of them, got {value!r}")
+        from PIL import Image, UnidentifiedImageError
+
+        images = []
+        for name in paths:
+            path = directory / name
+            try:
+                with Image.open(path) as opened:
+                    images.append(opened.convert("RGB"))
+            except FileNotFoundError:
+                raise BadLineError(f"image {name!r}: no such file ({path})") from None
+            except (UnidentifiedImageError, OSError) as error:
+                raise BadLineError(f"image {name!r}: unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        return tuple(images)
+
+    def _parse(self, line: str, location: str, directory: Path = Path(".")) -> Example:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
@@ -154,6 +179,7 @@ class JsonlTask(Task):
             reference=None if reference is None else str(reference),
             answer=answer,
             messages=None if messages is None else tuple(messages),
+            images=self._images(row, directory) if self.image_field is not None else (),
         )
 
     # ------------------------------------------------------------------- task

@@ -53,6 +53,7 @@ class ShapesTask(Task):
 
     name = "shapes"
     has_oracle = True
+    has_images = True
 
     def __init__(self, num_train: int = 512, num_heldout: int = 64, image_size: int = 64, max_shapes: int = 4,
                  seed: int = 0) -> None:

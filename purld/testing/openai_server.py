@@ -9,7 +9,8 @@ Behaviour per prompt is scripted by markers in the user message:
     AUTH401     every request answers 401 (not worth retrying)
 Otherwise it answers "answer to: <prompt>", or `reply(prompt)` when given one (a scripted judge). The
 server counts requests per prompt, successful answers per prompt, the
-largest number of requests in flight at once, and records Authorization headers.
+largest number of requests in flight at once, and records Authorization headers and, per prompt, the
+images a request carried as content parts (their data URLs, `images`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FakeOpenAIServer:
         self.requests: Counter[str] = Counter()
         self.successes: Counter[str] = Counter()
         self.authorization: set[str] = set()
+        self.images: dict[str, list[list[str]]] = {}
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         server = self
@@ -41,8 +43,13 @@ class FakeOpenAIServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
+                content = body["messages"][-1]["content"]
+                parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+                prompt = "".join(part.get("text", "") for part in parts if part.get("type") == "text")
+                urls = [part["image_url"]["url"] for part in parts if part.get("type") == "image_url"]
                 with server._lock:
+                    if urls:
+                        server.images.setdefault(prompt, []).append(urls)
                     server.requests[prompt] += 1
                     attempt = server.requests[prompt]
                     server.authorization.add(self.headers.get("Authorization", ""))

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -90,3 +91,40 @@ def test_gsm8k_line_without_final_answer(tmp_path):
     path = write(tmp_path / "g.jsonl", {"question": "q?", "answer": "no final line"})
     with pytest.raises(BadLineError, match=r"g.jsonl:1: the answer has no '#### <number>' line"):
         GSM8KTask(path=str(path), heldout_path=str(path))
+
+
+def test_an_image_field_opens_each_lines_pictures_relative_to_the_file(tmp_path):
+    from PIL import Image
+
+    from purld.tasks import JsonlTask
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "a.png")
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "images" / "b.png")
+    data = tmp_path / "vqa.jsonl"
+    data.write_text('{"prompt": "colour?", "image": "images/a.png"}\n{"prompt": "both?", "image": ["images/a.png", "images/b.png"]}\n')
+    task = JsonlTask(str(data), heldout_fraction=0.0, image_field="image")
+    first, second = task.examples("train")
+    assert task.has_images and len(first.images) == 1 and len(second.images) == 2
+    assert second.images[1].getpixel((0, 0)) == (0, 0, 255)
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"prompt": "colour?", "image": "images/missing.png"}', "image 'images/missing.png': no such file"),
+    ('{"prompt": "colour?", "image": "broken.png"}', "image 'broken.png': unreadable"),
+    ('{"prompt": "colour?", "image": 3}', "must be an image path or a list of them"),
+    ('{"prompt": "colour?"}', "missing field 'image'"),
+])
+def test_a_bad_image_names_file_line_and_path_or_is_skipped_and_counted(tmp_path, line, problem):
+    from PIL import Image
+
+    from purld.tasks import JsonlTask
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    data = tmp_path / "vqa.jsonl"
+    data.write_text('{"prompt": "fine", "image": "good.png"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"vqa.jsonl:2: .*{re.escape(problem)}"):
+        JsonlTask(str(data), heldout_fraction=0.0, image_field="image")
+    task = JsonlTask(str(data), heldout_fraction=0.0, image_field="image", on_bad_line="skip")
+    assert len(task.examples("train")) == 1 and task.report()["bad_lines_skipped"] == 1

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import pytest  # noqa: E402
-from bench_quickstart import PRESET_MARKERS, render  # noqa: E402
+from bench_quickstart import PRESET_MARKERS, VLM_MARKERS, render  # noqa: E402
 from evidence import SUITES  # noqa: E402
 from evidence import render as render_evidence  # noqa: E402
 from vs_trl_report import PERFORMANCE_MARKERS, readme_table  # noqa: E402
@@ -23,11 +23,12 @@ def block(text: str, markers: tuple[str, str]) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def test_the_real_student_table_is_rendered_from_its_reports():
-    table = render([json.loads((ROOT / path).read_text()) for path in PRESET_REPORTS])
-    written = block((ROOT / "README.md").read_text(), PRESET_MARKERS)
+@pytest.mark.parametrize(("reports", "markers"), [(PRESET_REPORTS, PRESET_MARKERS), (("outputs/bench/vlm_quickstart.json",), VLM_MARKERS)])
+def test_the_preset_tables_are_rendered_from_their_reports(reports, markers):
+    table = render([json.loads((ROOT / path).read_text()) for path in reports])
+    written = block((ROOT / "README.md").read_text(), markers)
     assert table in written
-    assert " ".join(PRESET_REPORTS) in written  # the command that regenerates it
+    assert " ".join(reports) in written  # the command that regenerates it
 
 
 @pytest.mark.parametrize(("path", "document"), [("outputs/evidence/evidence.json", "scripts/README.md"),

@@ -146,3 +146,24 @@ def test_a_timeout_is_not_retried_and_names_the_settings_that_fix_it(server, tmp
     assert "'p1' timed out after 0.5 s" in message
     assert "teacher.timeout (now 0.5)" in message and "teacher.max_concurrency (now 1)" in message
     assert cache.fill(teacher, examples("fine first"), progress=False).cache_hits == 1  # the answer before it is kept
+
+
+def test_images_reach_the_server_as_content_parts_and_key_the_cache(server, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    cache, teacher = AnchorCache(tmp_path / "a.sqlite"), teacher_for(server)
+    pictures = [Example(prompt_id="p0", prompt="What colour?", images=(red,)),
+                Example(prompt_id="p1", prompt="What colour?", images=(blue,))]
+    stats = cache.fill(teacher, pictures, progress=False)
+    assert stats.teacher_calls == 2  # the same question about another picture is asked again
+    sent = [urls[0] for urls in server.images["What colour?"]]
+    assert all(url.startswith("data:image/png;base64,") for url in sent)
+    colours = {Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).getpixel((0, 0)) for url in sent}
+    assert colours == {(255, 0, 0), (0, 0, 255)}
+    # The same pixels again (another object): served from the cache.
+    again = cache.fill(teacher, [Example(prompt_id="p2", prompt="What colour?", images=(red.copy(),))], progress=False)
+    assert (again.teacher_calls, again.cache_hits) == (0, 1)
