@@ -23,6 +23,7 @@ PU-RLD starts with fresh ones (`merge_warm_start`), so that the reference
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,11 @@ class HFStudent(Student):
             if self.gguf_file:
                 self._is_vision_language = False
             else:
-                config = AutoConfig.from_pretrained(weights_directory or self.weights_directory(), revision=self.revision,
-                                                    trust_remote_code=self.trust_remote_code)
+                source = weights_directory or self.weights_directory()
+                adapter = Path(source) / "adapter_config.json"
+                if adapter.exists() and not (Path(source) / "config.json").exists():  # saved adapters: their base's config
+                    source = json.loads(adapter.read_text())["base_model_name_or_path"]
+                config = AutoConfig.from_pretrained(source, revision=self.revision, trust_remote_code=self.trust_remote_code)
                 self._is_vision_language = getattr(config, "vision_config", None) is not None
         return self._is_vision_language
 
