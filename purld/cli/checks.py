@@ -160,7 +160,7 @@ PRESET_STUDENTS = {"quickstart": ("tiny", "TinyLlamaStudent"), "vlm_quickstart":
 
 def check_quickstart_student(cfg: DictConfig) -> None:
     """`purld-train`: the random-init presets (`experiment=quickstart`, the default, and `experiment=vlm_quickstart`)
-    are calibrated for their tiny students (a warm start at lr 3e-3): refuse to warm-start any other student with
+    are calibrated for their tiny students (their warm starts' learning rates): refuse to warm-start any other student with
     them rather than silently. (A run that turns the warm start off, as scripts/evidence.py's rows over a saved tiny
     student do, keeps the preset.)"""
     preset = group_choice("experiment")

@@ -19,11 +19,6 @@ from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout
 
 
-def tokenize_left_padded(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
-    encoded = tokenizer(texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt")
-    return encoded["input_ids"].to(device), encoded["attention_mask"].bool().to(device)
-
-
 class LikelihoodRanker(Ranker):
     name = "likelihood"
 

@@ -109,7 +109,7 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
     """The KV-shared judge (each prompt's instruction, question and anchor read once for its candidates) equals one
     forward pass over each full judge prompt (char tokenizer: same tokens)."""
     from purld.ranking.base import RankingContext
-    from purld.ranking.likelihood import tokenize_left_padded
+    from purld.data.prompts import encode_prompts
     from purld.ranking.self_judge import DEFAULT_TEMPLATE, SelfJudgeRanker
     from purld.rollout.sampler import candidates_from_texts
     from purld.students.tiny import TinyLlamaStudent
@@ -126,7 +126,7 @@ def test_self_judge_with_a_shared_prefix_scores_the_whole_judge_prompt():
     with torch.no_grad():
         scores = ranker.score(batch, candidates_from_texts(tokenizer, texts, "cpu"), RankingContext(task=None, model=model, tokenizer=tokenizer))
         prompts = [DEFAULT_TEMPLATE.format(prompt=e.prompt, anchor=e.reference, candidate=t) for e, row in zip(examples, texts) for t in row]
-        ids, mask = tokenize_left_padded(tokenizer, prompts, "cpu")
+        ids, mask, _ = encode_prompts(tokenizer, None, prompts, device="cpu")
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         logps = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
     yes, no = ranker._first_token_id(tokenizer, "Yes"), ranker._first_token_id(tokenizer, "No")
