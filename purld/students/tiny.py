@@ -62,9 +62,9 @@ class TinyLlamaStudent(Student):
         self.lean_activations = checked_lean_activations(lean_activations)
         self.attn_implementation = attn_implementation  # None: transformers' default (sdpa)
 
-    def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-        tokenizer = build_char_tokenizer()
-        config = LlamaConfig(
+    def llama_config(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+        """The Llama of these sizes over `tokenizer`'s vocabulary, its embeddings tied to the output head."""
+        return LlamaConfig(
             vocab_size=len(tokenizer),
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
@@ -73,6 +73,10 @@ class TinyLlamaStudent(Student):
             **({"attn_implementation": self.attn_implementation} if self.attn_implementation else {}),
             **self.config_kwargs,
         )
+
+    def load(self) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+        tokenizer = build_char_tokenizer()
+        config = self.llama_config(tokenizer)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = LlamaForCausalLM(config)

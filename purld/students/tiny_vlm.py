@@ -13,20 +13,19 @@ import torch
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 
-from purld.students.base import Student, checked_gradient_checkpointing, checked_lean_activations, freeze_vision_tower
-from purld.students.tiny import build_char_tokenizer
+from purld.students.base import freeze_vision_tower
+from purld.students.tiny import TinyLlamaStudent, build_char_tokenizer
 
 IMAGE_TOKEN = "<image>"
 
 
-class TinyVLMStudent(Student):
+class TinyVLMStudent(TinyLlamaStudent):
     name = "tiny_vlm"
 
     def __init__(
@@ -48,19 +47,14 @@ class TinyVLMStudent(Student):
     ) -> None:
         if image_size % patch_size:
             raise ValueError(f"student.image_size={image_size} is not a multiple of student.patch_size={patch_size}")
-        self.text_kwargs = dict(
-            hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-            num_key_value_heads=num_attention_heads, intermediate_size=intermediate_size,
-            max_position_embeddings=max_position_embeddings,
-        )
+        super().__init__(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings, seed,
+                         gradient_checkpointing, lean_activations)
         self.vision_kwargs = dict(
             hidden_size=vision_hidden_size, intermediate_size=4 * vision_hidden_size, num_hidden_layers=vision_layers,
             num_attention_heads=vision_heads, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden_size,
         )
         self.image_size, self.patch_size = image_size, patch_size
-        self.freeze_vision_tower, self.seed = freeze_vision_tower, seed
-        self.gradient_checkpointing = checked_gradient_checkpointing(gradient_checkpointing)
-        self.lean_activations = checked_lean_activations(lean_activations)
+        self.freeze_vision_tower = freeze_vision_tower
 
     def load_tokenizer(self) -> PreTrainedTokenizerFast:
         tokenizer = build_char_tokenizer()
@@ -69,12 +63,8 @@ class TinyVLMStudent(Student):
 
     def load(self) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
         tokenizer = self.load_tokenizer()
-        text_config = LlamaConfig(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True, **self.text_kwargs,
-        )
         config = LlavaConfig(
-            vision_config=CLIPVisionConfig(**self.vision_kwargs), text_config=text_config,
+            vision_config=CLIPVisionConfig(**self.vision_kwargs), text_config=self.llama_config(tokenizer),
             image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=self.image_tokens,
             vision_feature_select_strategy="default", vision_feature_layer=-1, tie_word_embeddings=True,
         )
