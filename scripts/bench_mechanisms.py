@@ -19,6 +19,9 @@ What a variant turns off, and how:
 - `micro_batch`: `data.micro_batch_size=8` (the update in two passes of precomputed gradients);
 - `generate_static_cache`: `rollout.cache_implementation=static`, and `static_decoder`: `rollout=static` (purld's
   own decoder), both against the default dynamic cache.
+- `keep_freed_memory`: `release_freed_memory=false` (glibc keeps freed heap memory, its default), against
+  `default`, and the same against LoRA (`lora`: `student=smollm2_lora`), DPO (`dpo`: `loss=dpo`, the pairs from
+  the same ranking) and LoRA DPO (`dpo_lora`).
 
 The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
 pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new
@@ -57,8 +60,18 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patch
     "generate_static_cache": ((), ("rollout.cache_implementation=static",)),
     "static_decoder": ((), ("rollout=static", "rollout.num_candidates=4", "rollout.max_new_tokens=64",
                             "rollout.temperature=0.7", "rollout.suppress_eos=true")),
+    "keep_freed_memory": ((), ("release_freed_memory=false",)),
+    "lora": ((), ("student=smollm2_lora",)),
+    "lora_keep_freed_memory": ((), ("student=smollm2_lora", "release_freed_memory=false")),
+    "dpo": ((), ("loss=dpo",)),
+    "dpo_keep_freed_memory": ((), ("loss=dpo", "release_freed_memory=false")),
+    "dpo_lora": ((), ("loss=dpo", "student=smollm2_lora")),
+    "dpo_lora_keep_freed_memory": ((), ("loss=dpo", "student=smollm2_lora", "release_freed_memory=false")),
 }
-BASELINE_OF = {"checkpointed_prompts_repeated": "checkpointed"}  # read against this variant, not `default`
+BASELINE_OF = {  # read against this variant, not `default`
+    "checkpointed_prompts_repeated": "checkpointed",
+    **{f"{base}_keep_freed_memory": base for base in ("lora", "dpo", "dpo_lora")},
+}
 PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
 
 

@@ -253,6 +253,7 @@ def main() -> None:
                         "questions of about 200 (comparison rows only); default arithmetic, gsm8k for a real student")
     parser.add_argument("--micro-batch-passes", type=int, default=2,
                         help="the micro-batched rows split the update into this many passes (data.micro_batch_size = sequences / passes)")
+    parser.add_argument("--kinds", help="only the rows of these kinds, comma-separated (e.g. purld_dpo,trl_dpo)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -272,6 +273,11 @@ def main() -> None:
     # so slow drifts of a shared machine hit every side alike; a row's figures are medians over rounds.
     specs = row_specs(sizes, ks, args.rows or ("gpu" if args.device == "cuda" else "cpu"), with_trl=not args.no_trl,
                       micro_batch_passes=args.micro_batch_passes, prompts=args.prompts)
+    if args.kinds:
+        kinds = set(args.kinds.split(","))
+        if unknown := kinds - set(WORKERS):
+            parser.error(f"--kinds: unknown {sorted(unknown)}; known: {', '.join(WORKERS)}")
+        specs = [spec for spec in specs if spec["kind"] in kinds]
     results: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(specs))}
     errors: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +322,9 @@ def machine_description(args: argparse.Namespace) -> dict[str, Any]:
         "trl": None if args.no_trl else __import__("trl").__version__,
         "transformers": __import__("transformers").__version__,
         "attention": ATTENTION,  # the Llama sizes' kernel (the Qwen2 shape keeps transformers' default)
+        # glibc's trim threshold for every row where set in the environment; else purld's rows set it to 0 themselves
+        # (`release_freed_memory`) and TRL's and the floors' keep glibc's default
+        "malloc_trim_threshold": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
     }
 
 

@@ -32,7 +32,7 @@ def purld_dpo(
     micro_batch_size: int | None = None, lean_activations: bool = True, prompts: str = "arithmetic",
     checkpointing: str | None = None, lora: bool = False,
 ) -> dict:
-    torch = setup_torch(threads)
+    torch = setup_torch(threads, release_freed_memory=True)
     import copy
 
     from purld.modules import PairwiseModule

@@ -36,7 +36,7 @@ def purld_grpo(
     device: str = "cpu", new_tokens: int = 32, cache: str | None = None, micro_batch_size: int | None = None,
     lean_activations: bool = True, prompts: str = "arithmetic", decoder: str = "generate", lora: bool = False,
 ) -> dict:
-    setup_torch(threads)
+    setup_torch(threads, release_freed_memory=True)
     import copy
 
     import lightning as L

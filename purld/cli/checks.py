@@ -85,6 +85,8 @@ def check_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=<value>")
     _require(cfg, "num_threads", lambda v: _is_int(v) and v >= 1, "integers ≥ 1, or null (torch's default)")
+    if not isinstance(release := _get(cfg, "release_freed_memory"), bool):
+        raise ConfigError(f"release_freed_memory={release!r} is invalid: allowed values are true, false")
     _require(cfg, "rollout.num_candidates", lambda v: _is_int(v) and v >= 2, "integers ≥ 2 (K)")
     _require(cfg, "rollout.max_new_tokens", lambda v: _is_int(v) and v >= 1, "integers ≥ 1")
     _require(cfg, "rollout.temperature", lambda v: _is_number(v) and v > 0, "numbers > 0")

@@ -90,12 +90,43 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def configure_process(cfg: DictConfig) -> None:
+    """The settings of this process, before any model is loaded: `num_threads`, `release_freed_memory`."""
+    set_threads(cfg.num_threads)
+    release_freed_memory(cfg.release_freed_memory)
+
+
 def set_threads(num_threads: int | None) -> None:
     """`num_threads`: torch's intra-op CPU threads for this process (None: torch's default)."""
     if num_threads is not None:
         import torch
 
         torch.set_num_threads(num_threads)
+
+
+M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
+
+
+def release_freed_memory(enabled: bool) -> bool:
+    """`release_freed_memory`: glibc's malloc gives memory back to the OS as soon as it is freed
+    (`mallopt(M_TRIM_THRESHOLD, 0)`, what `MALLOC_TRIM_THRESHOLD_=0` sets at start-up). Returns whether it was set.
+
+    By default glibc raises its mmap threshold to the size of each large block freed, up to 32 MB, so that the
+    step's many activation-sized tensors come from the heap, whose freed space it keeps: the process's RSS then
+    holds every layer's transient tensors long after they are freed. Setting the trim threshold also fixes the
+    mmap threshold at its 128 kB default, so large tensors are mapped and unmapped on their own. The peak RSS and
+    step time it changes on SmolLM2-135M-Instruct: scripts/README.md ("Speed mechanisms"). Not glibc (macOS,
+    musl): nothing to set."""
+    if not enabled:
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(M_TRIM_THRESHOLD, 0) == 1
 
 
 def quiet_libraries() -> None:

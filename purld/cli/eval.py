@@ -35,13 +35,13 @@ def load_saved_student(checkpoint: str | Path):
 def evaluate_main(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     # Imported once the config is checked (torch, Lightning, transformers): a bad config fails at once.
-    from purld.cli.components import build_components, key_choices, quiet_libraries, run_dir, set_threads
+    from purld.cli.components import build_components, configure_process, key_choices, quiet_libraries, run_dir
     from purld.cli.pipeline import check_student_sees, load_student, make_datamodule
     from purld.eval.evaluate import evaluate, evaluation_device
 
     parts = build_components(cfg)
     quiet_libraries()
-    set_threads(cfg.num_threads)
+    configure_process(cfg)
     model, tokenizer, processor = load_saved_student(cfg.checkpoint) if cfg.checkpoint else load_student(parts)
     check_student_sees(parts, processor)
     datamodule = make_datamodule(cfg, parts, tokenizer, splits=("heldout",), processor=processor)

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from purld.cli.checks import ConfigError
-from purld.cli.components import Components, build_components, build_group, key_choices, quiet_libraries, run_dir, set_threads
+from purld.cli.components import Components, build_components, build_group, configure_process, key_choices, quiet_libraries, run_dir
 from purld.cli.loggers import without_secrets
 from purld.cli.report import print_before_after
 from purld.cli.resume import stage_checkpoint
@@ -192,7 +192,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     clock, started = StageClock(), time.perf_counter()
     parts = build_components(cfg)  # raises ConfigError before any model is loaded
     quiet_libraries()
-    set_threads(cfg.num_threads)
+    configure_process(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = run_dir()
     is_rank_zero = rank_zero_only.rank == 0

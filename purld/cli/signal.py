@@ -62,7 +62,7 @@ def ranker_config(cfg: DictConfig, name: str) -> DictConfig:
 
 def signal_main(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
-    from purld.cli.components import build_components, build_group, key_choices, quiet_libraries, run_dir, set_threads
+    from purld.cli.components import build_components, build_group, configure_process, key_choices, quiet_libraries, run_dir
     from purld.cli.eval import load_saved_student
     from purld.cli.pipeline import load_student, make_datamodule, write_json
     from purld.cli.report import print_signal
@@ -72,7 +72,7 @@ def signal_main(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     quiet_libraries()
-    set_threads(cfg.num_threads)
+    configure_process(cfg)
     parts = build_components(cfg)
     if not parts.task.has_oracle:
         raise ConfigError(f"purld-signal measures rankers against an oracle; task {parts.task.name!r} has none")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import platform
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,7 @@ def test_command_line_group_beats_the_experiment_preset():
         ("trainer.devices=2 rollout=vllm", "rollout=vllm runs one vLLM engine in one training process, not with trainer.strategy=auto trainer.devices=2"),
         ("warmstart.sft_steps=-5", "warmstart.sft_steps=-5 is invalid"),
         ("num_threads=0", "num_threads=0 is invalid: allowed values are integers ≥ 1, or null"),
+        ("release_freed_memory=sometimes", "release_freed_memory='sometimes' is invalid: allowed values are true, false"),
         ("signal.num_prompts=0", "signal.num_prompts=0 is invalid"),
         ("signal.confidence=95", "signal.confidence=95 is invalid: allowed values are numbers in (0, 1)"),
         ("checkpoint=/no/such/run", "checkpoint='/no/such/run': no such file or directory"),
@@ -223,3 +225,11 @@ def test_vllm_rollout_without_vllm_says_what_to_install():
     with pytest.raises(ConfigError) as error:
         check_config(compose_with("rollout=vllm"))
     assert "rollout=vllm needs vLLM, not installed: pip install 'purld[vllm]'" in str(error.value)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_release_freed_memory_sets_glibcs_trim_threshold():
+    from purld.cli.components import release_freed_memory
+
+    assert release_freed_memory(True)  # mallopt accepted it
+    assert not release_freed_memory(False)
