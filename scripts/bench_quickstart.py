@@ -62,6 +62,8 @@ def run_once(run_dir: Path, overrides: list[str]) -> dict:
         "win_rate_after": summary["eval"]["after"].get("win_rate"),
         "length_before": summary["eval"]["before"].get("length"),
         "length_after": summary["eval"]["after"].get("length"),
+        **{f"accuracy_by_kind_{when}": {name.removeprefix("accuracy/"): value for name, value in summary["eval"][when].items()
+                                         if name.startswith("accuracy/")} for when in ("before", "after")},
         "steps": summary["global_step"],
         "median_step_s": round(statistics.median(step_seconds), 2) if step_seconds else None,
         "rank_means": summary.get("rank_means", {}),
@@ -91,6 +93,13 @@ def render(reports: list[dict]) -> str:
             f"| {run['median_step_s']} s | {run['wall_s'] / 60:.1f} min | {run['peak_rss_mb'] / 1024:.1f} GB "
             f"| {run['outside_load_cores']:.2f} cores |"
         )
+    for report in reports:  # tasks that mix kinds of question (Task.question_kinds): each kind's accuracy
+        run = sorted(report["runs"], key=lambda r: r["wall_s"])[len(report["runs"]) // 2]
+        before, after = run.get("accuracy_by_kind_before") or {}, run.get("accuracy_by_kind_after") or {}
+        if after:
+            kinds = ", ".join(f"{kind} {100 * before[kind]:.1f} % → {100 * after[kind]:.1f} %" if kind in before
+                              else f"{kind} {100 * after[kind]:.1f} %" for kind in after)
+            rows.append(f"\nHeld-out accuracy by question, `{report['command']}`: {kinds}.")
     return "\n".join(rows)
 
 

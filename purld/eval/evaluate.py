@@ -1,6 +1,7 @@
 """Greedy answers on held-out prompts, scored three ways.
 
-- `accuracy`: oracle correctness (tasks with an oracle only); `oracle_score` its graded mean.
+- `accuracy`: oracle correctness (tasks with an oracle only); `oracle_score` its graded mean; `accuracy/<kind>`
+  over the examples of each kind of question, for a task that mixes kinds (`Task.question_kind`).
 - `win_rate`: against the anchor under `eval.judge` (else the training ranker): the
   answer and the anchor are scored together as two candidates; a higher score
   wins, a tie counts ½ (as in AlpacaEval). An answer identical to the anchor
@@ -74,6 +75,9 @@ def evaluate_batch(
         oracle = [task.oracle_score(example, answer) for example, answer in zip(batch.examples, answers)]
         metrics["oracle_score"] = oracle
         metrics["accuracy"] = [float(score >= 1.0) for score in oracle]
+        kinds = [task.question_kind(example) for example in batch.examples]
+        for kind in task.question_kinds:  # every kind, empty or not: each rank pools the same names
+            metrics[f"accuracy/{kind}"] = [correct for of, correct in zip(kinds, metrics["accuracy"]) if of == kind]
     return metrics
 
 

@@ -39,7 +39,7 @@ class TinyVLMStudent(TinyLlamaStudent):
         vision_layers: int = 2,
         vision_heads: int = 4,
         image_size: int = 64,
-        patch_size: int = 16,
+        patch_size: int = 32,
         freeze_vision_tower: bool = False,
         seed: int = 0,
         gradient_checkpointing: bool | str = False,

@@ -20,6 +20,7 @@ class Task(ABC):
     name: str = "task"
     has_oracle: bool = False
     has_images: bool = False  # its prompts show images: it needs a vision-language student
+    question_kinds: tuple[str, ...] = ()  # the kinds of question `question_kind` tells apart (none: one kind)
 
     @abstractmethod
     def examples(self, split: Split) -> list[Example]:
@@ -37,6 +38,11 @@ class Task(ABC):
     def oracle_score(self, example: Example, completion: str) -> float:
         """Graded ground-truth quality in [0, 1]; 1.0 exactly when the completion is correct."""
         raise TypeError(f"task {self.name!r} has no oracle")
+
+    def question_kind(self, example: Example) -> str | None:
+        """Which of `question_kinds` an example asks, where a task mixes kinds of question: evaluation then also
+        reports the accuracy of each kind (`accuracy/<kind>`)."""
+        return None
 
     def report(self) -> dict[str, Any]:
         """Counts worth recording in summary.json (e.g. skipped bad lines)."""

@@ -6,6 +6,7 @@
     reference: "I see a red circle and a blue square. That is 2 shapes.\nThe answer is 2."
     answer:    "2" or "blue"
 
+Evaluation reports the accuracy of each question kind too (`accuracy/count`, `accuracy/colour`).
 The oracle is 1 when the final answer (after "The answer is", else the last number or colour word of the
 completion) is right, else 0. Train and held-out pictures come from different random streams of the seed; the
 same seed gives the same pictures, pixel for pixel.
@@ -54,6 +55,7 @@ class ShapesTask(Task):
     name = "shapes"
     has_oracle = True
     has_images = True
+    question_kinds = ("count", "colour")
 
     def __init__(self, num_train: int = 512, num_heldout: int = 64, image_size: int = 64, max_shapes: int = 4,
                  seed: int = 0) -> None:
@@ -93,6 +95,9 @@ class ShapesTask(Task):
 
     def examples(self, split: Split) -> list[Example]:
         return list(self._splits[split])
+
+    def question_kind(self, example: Example) -> str:
+        return "count" if example.prompt.startswith("How many") else "colour"
 
     def extract_answer(self, text: str) -> str | None:
         found = _ANSWER.findall(text)

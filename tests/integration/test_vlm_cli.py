@@ -23,6 +23,10 @@ def test_each_loss_trains_the_tiny_vlm(tmp_path, loss, ranker):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["global_step"] == 2 and summary["choices"]["student"] == "tiny_vlm"
     assert set(summary["eval"]["after"]) >= {"accuracy", "win_rate"}
+    after = summary["eval"]["after"]  # each kind of question's accuracy; together they pool to the accuracy
+    kinds = [name for name in after if name.startswith("accuracy/")]
+    assert kinds and set(kinds) <= {"accuracy/count", "accuracy/colour"}
+    assert min(after[k] for k in kinds) <= after["accuracy"] <= max(after[k] for k in kinds)
     saved = run_dir / "student"
     assert json.loads((saved / "config.json").read_text())["model_type"] == "llava"
     assert (saved / "processor_config.json").exists()

@@ -43,7 +43,7 @@ def test_a_batch_carries_each_prompts_pixels_and_its_image_tokens(vlm, shapes, t
     assert len(batch.vision_inputs) == 3
     assert all(inputs["pixel_values"].shape == (1, 3, 64, 64) for inputs in batch.vision_inputs)
     image_token = model.config.image_token_id
-    assert ((batch.prompt_ids == image_token) & batch.prompt_mask).sum(-1).tolist() == [16, 16, 16]  # (64 / 16)² patches
+    assert ((batch.prompt_ids == image_token) & batch.prompt_mask).sum(-1).tolist() == [4, 4, 4]  # (64 / 32)² patches
     assert stack_vision_inputs(batch.vision_inputs, repeats=2)["pixel_values"].shape == (6, 3, 64, 64)
     assert torch.equal(stack_vision_inputs(batch.vision_inputs, repeats=2)["pixel_values"][1], batch.vision_inputs[0]["pixel_values"][0])
 
