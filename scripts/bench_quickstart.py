@@ -78,6 +78,11 @@ PRESET_MARKERS = markers("presets")  # the real-student presets
 VLM_MARKERS = markers("vlm")  # experiment=vlm_quickstart
 
 
+def median_run(report: dict) -> dict:
+    """The report's run of median wall time (the one its table row shows)."""
+    return sorted(report["runs"], key=lambda r: r["wall_s"])[len(report["runs"]) // 2]
+
+
 def render(reports: list[dict]) -> str:
     """The markdown table of the reports' median runs (one row each)."""
     rows = [
@@ -86,7 +91,7 @@ def render(reports: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for report in reports:
-        run = sorted(report["runs"], key=lambda r: r["wall_s"])[len(report["runs"]) // 2]
+        run = median_run(report)
         rows.append(
             f"| `{report['command']}` | {run['steps']} | {100 * run['accuracy_before']:.1f} % → {100 * run['accuracy_after']:.1f} % "
             f"| {run['win_rate_before']:.3f} → {run['win_rate_after']:.3f} | {run['length_before']:.1f} → {run['length_after']:.1f} "
@@ -94,7 +99,7 @@ def render(reports: list[dict]) -> str:
             f"| {run['outside_load_cores']:.2f} cores |"
         )
     for report in reports:  # tasks that mix kinds of question (Task.question_kinds): each kind's accuracy
-        run = sorted(report["runs"], key=lambda r: r["wall_s"])[len(report["runs"]) // 2]
+        run = median_run(report)
         before, after = run.get("accuracy_by_kind_before") or {}, run.get("accuracy_by_kind_after") or {}
         if after:
             kinds = ", ".join(f"{kind} {100 * before[kind]:.1f} % → {100 * after[kind]:.1f} %" if kind in before

@@ -113,8 +113,9 @@ def release_freed_memory(enabled: bool) -> bool:
 
     By default glibc raises its mmap threshold to the size of each large block freed, up to 32 MB, so that the
     step's many activation-sized tensors come from the heap, whose freed space it keeps: the process's RSS then
-    holds every layer's transient tensors long after they are freed. Setting the trim threshold also fixes the
-    mmap threshold at its 128 kB default, so large tensors are mapped and unmapped on their own. The peak RSS and
+    holds every layer's transient tensors long after they are freed. Setting the trim threshold also stops that
+    adjustment (the mmap threshold stays where it is: 128 kB before any large block was freed), so large tensors
+    are mapped and unmapped on their own. The peak RSS and
     step time it changes on SmolLM2-135M-Instruct: scripts/README.md ("Speed mechanisms"). Not glibc (macOS,
     musl): nothing to set."""
     if not enabled:
