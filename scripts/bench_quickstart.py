@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def machine_busy_seconds() -> float:
 
 
 def run_once(run_dir: Path, overrides: list[str]) -> dict:
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not one beside an earlier run's checkpoints and logs
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_before, start = machine_busy_seconds(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "purld.cli.train", f"hydra.run.dir={run_dir}", *overrides], check=True)
