@@ -21,7 +21,7 @@ What a variant turns off, and how:
   own decoder), both against the default dynamic cache.
 - `keep_freed_memory`: `release_freed_memory=false` (glibc keeps freed heap memory, its default), against
   `default`, and the same against LoRA (`lora`: `student=smollm2_lora`), DPO (`dpo`: `loss=dpo`, the pairs from
-  the same ranking) and LoRA DPO (`dpo_lora`).
+  the same ranking) and LoRA DPO (`dpo_lora`); measured in outputs/bench/mechanisms_smollm2_freed_memory.json.
 
 The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
 pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new

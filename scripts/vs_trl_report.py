@@ -2,7 +2,7 @@
 
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json            # print it
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json --readme README.md
-    python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json --real --readme README.md   # the real student's
+    python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json outputs/bench/vs_trl_smollm2_dpo.json --real --readme README.md
 
 The README table is rendered from the committed JSON only (a test checks README against it); scripts/README.md gives
 the method and the history of these runs.
@@ -48,29 +48,48 @@ REAL_FIGURES = (  # the real student's comparison (`--model smollm2`), the issue
 )
 
 
+def measured_kinds(report: dict[str, Any]) -> str:
+    """'' for a whole run; else the kinds of row it measured (`--kinds`), for its column's header."""
+    kinds = sorted({row["kind"] for row in report["rows"]})
+    return "" if {"purld_grpo", "trl_grpo"} <= set(kinds) else " + ".join(kinds) + " only"
+
+
 def real_student_table(reports: list[dict[str, Any]]) -> str:
-    """The real student's figures, one column per report (precision), the target beside each."""
+    """The real student's figures, one column per report (a precision, or a later run of some rows: `--kinds`),
+    the target beside each; the caption says what each column ran and when its memory setting differed."""
     size = "smollm2"
-    header = " | ".join(report["rows"][0]["precision"] if report["rows"] else "?" for report in reports)
-    lines = [f"| SmolLM2-135M-Instruct, {reports[0]['machine']['threads']} CPU threads | {header} | target |",
+    headers = [(report["rows"][0]["precision"] if report["rows"] else "?") + (f", {kinds}" if (kinds := measured_kinds(report)) else "")
+               for report in reports]
+    lines = [f"| SmolLM2-135M-Instruct, {reports[0]['machine']['threads']} CPU threads | {' | '.join(headers)} | target |",
              "| --- |" + " --- |" * (len(reports) + 1)]
     for name, label, target in REAL_FIGURES:
         values = [report["figures"].get(f"{size}_{name}") for report in reports]
         if all(v is None for v in values):
             continue
         lines.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in values) + f" | {target} |")
-    steps = {r["kind"]: r["step_s"] for r in reports[0]["rows"] if not any(k in r for k in ("lora", "ranker", "checkpointing")) and "step_s" in r}
     first = reports[0]
-    loads = [r["outside_load_cores"] for report in reports for r in report["rows"]]
     machine = first["machine"]
-    return "\n".join(lines) + (
-        f"\n\ntorch {machine['torch']}, TRL {machine['trl']}, transformers {machine['transformers']}; GRPO on 8 GSM8K "
+    captions = [
+        f"torch {machine['torch']}, TRL {machine['trl']}, transformers {machine['transformers']}; GRPO on 8 GSM8K "
         f"prompts (through the chat template on both sides) × K 8 × {first['rows'][0].get('new_tokens', 64)} new tokens, "
-        f"DPO on 8 pairs; full-fine-tune steps: purld GRPO {steps.get('purld_grpo', float('nan')):.1f} s, TRL "
-        f"{steps.get('trl_grpo', float('nan')):.1f} s, purld DPO {steps.get('purld_dpo', float('nan')):.1f} s, TRL "
-        f"{steps.get('trl_dpo', float('nan')):.1f} s; each row the median of its measured steps over "
-        f"{len(first['rows'][0]['rounds'])} round(s) (`{first['command']}`); other processes used at most "
-        f"{max(loads):.2f} cores during a row.")
+        f"DPO on 8 pairs; each row the median of its measured steps."]
+    for header, report in zip(headers, reports):
+        steps = {r["kind"]: r["step_s"] for r in report["rows"]
+                 if not any(k in r for k in ("lora", "ranker", "checkpointing")) and "step_s" in r}
+        names = {"purld_grpo": "purld GRPO", "trl_grpo": "TRL GRPO", "purld_dpo": "purld DPO", "trl_dpo": "TRL DPO"}
+        step_text = ", ".join(f"{names[kind]} {steps[kind]:.1f} s" for kind in names if kind in steps)
+        # Reports from before `release_freed_memory` have no such machine key: glibc kept freed memory in every row.
+        if "malloc_trim_threshold" not in report["machine"]:
+            memory = "measured before `release_freed_memory`: glibc's default malloc on both sides"
+        elif report["machine"]["malloc_trim_threshold"] is None:
+            memory = "purld's rows at its default `release_freed_memory: true`, TRL's at glibc's default"
+        else:
+            memory = f"`MALLOC_TRIM_THRESHOLD_={report['machine']['malloc_trim_threshold']}` for every row"
+        loads = [r["outside_load_cores"] for r in report["rows"]]
+        captions.append(
+            f"The *{header}* column: `{report['command']}`, {len(report['rows'][0]['rounds'])} round(s); full-fine-tune "
+            f"steps {step_text}; {memory}; other processes used at most {max(loads):.2f} cores during a row.")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(captions)
 
 
 def readme_table(reports: list[dict[str, Any]]) -> str:
@@ -136,7 +155,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", type=Path, nargs="+", help="bench_vs_trl.py's JSON reports, one per precision")
+    parser.add_argument("reports", type=Path, nargs="+", help="bench_vs_trl.py's JSON reports, one per precision (--real: or per later run of some rows)")
     parser.add_argument("--readme", type=Path, default=None, help="write the table into this README's performance block")
     parser.add_argument("--real", action="store_true", help="the real student's reports (`--model smollm2`): its own table")
     args = parser.parse_args(argv)
