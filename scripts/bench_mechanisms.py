@@ -22,6 +22,8 @@ What a variant turns off, and how:
 - `keep_freed_memory`: `release_freed_memory=false` (glibc keeps freed heap memory, its default), against
   `default`, and the same against LoRA (`lora`: `student=smollm2_lora`), DPO (`dpo`: `loss=dpo`, the pairs from
   the same ranking) and LoRA DPO (`dpo_lora`); measured in outputs/bench/mechanisms_smollm2_freed_memory.json.
+  `mmap_threshold` and `lora_mmap_threshold`: glibc's mmap threshold fixed at 1 MB instead (the benchmark calls
+  `mallopt(M_MMAP_THRESHOLD, 1 MB)`, what `MALLOC_MMAP_THRESHOLD_=1048576` sets), with `release_freed_memory=false`.
 
 The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
 pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new
@@ -67,11 +69,15 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patch
     "dpo_keep_freed_memory": ((), ("loss=dpo", "release_freed_memory=false")),
     "dpo_lora": ((), ("loss=dpo", "student=smollm2_lora")),
     "dpo_lora_keep_freed_memory": ((), ("loss=dpo", "student=smollm2_lora", "release_freed_memory=false")),
+    "mmap_threshold": (("mmap_threshold",), ("release_freed_memory=false",)),
+    "lora_mmap_threshold": (("mmap_threshold",), ("student=smollm2_lora", "release_freed_memory=false")),
 }
 BASELINE_OF = {  # read against this variant, not `default`
     "checkpointed_prompts_repeated": "checkpointed",
     **{f"{base}_keep_freed_memory": base for base in ("lora", "dpo", "dpo_lora")},
+    "lora_mmap_threshold": "lora",
 }
+M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 1 << 20  # glibc's mallopt parameter; MALLOC_MMAP_THRESHOLD_=1048576
 PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
 
 
@@ -89,6 +95,10 @@ def apply_patches(patches: list[str]) -> None:
     """Turn mechanisms off in this process, before `purld-train` runs in it."""
     from purld.rollout import logprobs
 
+    if "mmap_threshold" in patches:  # blocks of 1 MB and more mapped and unmapped on their own, the heap trimmed as glibc does
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     if "prompt_sharing_under_checkpointing" in patches:
         shared = logprobs.prompts_can_be_shared
         logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)
