@@ -77,7 +77,7 @@ BASELINE_OF = {  # read against this variant, not `default`
     **{f"{base}_keep_freed_memory": base for base in ("lora", "dpo", "dpo_lora")},
     "lora_mmap_threshold": "lora",
 }
-M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 1 << 20  # glibc's mallopt parameter; MALLOC_MMAP_THRESHOLD_=1048576
+MMAP_THRESHOLD_BYTES = 1 << 20  # the mmap_threshold variants' (MALLOC_MMAP_THRESHOLD_=1048576)
 PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
 
 
@@ -96,9 +96,9 @@ def apply_patches(patches: list[str]) -> None:
     from purld.rollout import logprobs
 
     if "mmap_threshold" in patches:  # blocks of 1 MB and more mapped and unmapped on their own, the heap trimmed as glibc does
-        import ctypes
+        from purld.cli.components import M_MMAP_THRESHOLD, glibc_mallopt
 
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        glibc_mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     if "prompt_sharing_under_checkpointing" in patches:
         shared = logprobs.prompts_can_be_shared
         logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)

@@ -48,6 +48,9 @@ REAL_FIGURES = (  # the real student's comparison (`--model smollm2`), the issue
 )
 
 
+STEP_NAMES = {"purld_grpo": "purld GRPO", "trl_grpo": "TRL GRPO", "purld_dpo": "purld DPO", "trl_dpo": "TRL DPO"}
+
+
 def measured_kinds(report: dict[str, Any]) -> str:
     """'' for a whole run; else the kinds of row it measured (`--kinds`), for its column's header."""
     kinds = sorted({row["kind"] for row in report["rows"]})
@@ -76,8 +79,7 @@ def real_student_table(reports: list[dict[str, Any]]) -> str:
     for header, report in zip(headers, reports):
         steps = {r["kind"]: r["step_s"] for r in report["rows"]
                  if not any(k in r for k in ("lora", "ranker", "checkpointing")) and "step_s" in r}
-        names = {"purld_grpo": "purld GRPO", "trl_grpo": "TRL GRPO", "purld_dpo": "purld DPO", "trl_dpo": "TRL DPO"}
-        step_text = ", ".join(f"{names[kind]} {steps[kind]:.1f} s" for kind in names if kind in steps)
+        step_text = ", ".join(f"{name} {steps[kind]:.1f} s" for kind, name in STEP_NAMES.items() if kind in steps)
         # Reports from before `release_freed_memory` have no such machine key: glibc kept freed memory in every row.
         if "malloc_trim_threshold" not in report["machine"]:
             memory = "measured before `release_freed_memory`: glibc's default malloc on both sides"
