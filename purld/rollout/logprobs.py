@@ -2,7 +2,7 @@
 
 Used by the objectives (policy and reference) and by the self-rankers, so that
 all of them see exactly the numbers the sampler saw: left-padded prompts get
-position ids from the attention mask, as `generate` gives them.
+position ids from the attention mask, as `generate` gives them (`purld.rollout.positions`: multimodal RoPE too).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch.utils.checkpoint import noop_context_fn
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
+from purld.rollout.positions import position_ids, text_positions
 from purld.students.base import activation_checkpointing_enabled
 from purld.types import stack_vision_inputs
 
@@ -73,9 +74,10 @@ def completion_token_logps(
     else:
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(K, 0), prompt_mask.repeat_interleave(K, 0)
         input_ids, attention_mask = stack_prompt_and_completion(prompt_ids, prompt_mask, completion_ids, completion_mask)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": position_ids, "use_cache": False,
-                  **stack_vision_inputs(vision, repeats=K)}
+        vision_inputs = stack_vision_inputs(vision, repeats=K)
+        positions, _ = position_ids(model, input_ids, attention_mask, vision_inputs, prompt_width=prompt_ids.shape[1])
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask.long(), "position_ids": positions, "use_cache": False,
+                  **vision_inputs}
         if chunked:
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -(T + 1) : -1]
         else:
@@ -381,9 +383,8 @@ def forward_after_shared_prefix(
         raise RuntimeError("forward_after_shared_prefix: this model's checkpointed layers would drop or rewrite the cache")
     with_checkpointing = checkpointed(model)
 
-    def run(input_ids: Tensor, attention_mask: Tensor, keep: int, **more):
-        """One forward on top of the cache; the mask covers the cached tokens and these, positions skip the holes."""
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+    def run(input_ids: Tensor, attention_mask: Tensor, positions: Tensor, keep: int, **more):
+        """One forward on top of the cache; the mask covers the cached tokens and these."""
         return model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -406,9 +407,12 @@ def forward_after_shared_prefix(
         checkpointed_layers(model, checkpoint=True, keep_cache=True, replayed_cache=cache) if with_checkpointing else nullcontext(),
         replaying_in_backward([(wrapper, "checkpoint_fn") for wrapper in wrappers], cache),  # checked by prompts_can_be_shared
     ):
-        prefix = run(prefix_ids, prefix_mask, keep=1, **(prefix_inputs or {}))
+        prefix_positions, rope_deltas = position_ids(model, prefix_ids, prefix_mask, prefix_inputs)
+        prefix = run(prefix_ids, prefix_mask, prefix_positions, keep=1, **(prefix_inputs or {}))
     cache.read_only_for(K)
     attention_mask = torch.cat([prefix_mask.repeat_interleave(K, 0), continuation_mask.long()], dim=1)
+    # Positions skip the holes; after a multimodal-RoPE prefix they continue from its rope delta.
+    continuation_positions = text_positions(attention_mask)[:, -continuation_ids.shape[1] :] + rope_deltas.repeat_interleave(K, 0)
     with checkpointed_layers(model, checkpoint=True, keep_cache=True) if with_checkpointing else nullcontext():
-        continuation = run(continuation_ids, attention_mask, keep=logits_to_keep)
+        continuation = run(continuation_ids, attention_mask, continuation_positions, keep=logits_to_keep)
     return last_positions(prefix, 1)[:, -1].repeat_interleave(K, 0), last_positions(continuation, logits_to_keep)

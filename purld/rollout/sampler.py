@@ -25,6 +25,7 @@ from transformers import (
 
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.logprobs import cache_argument_name
+from purld.rollout.positions import multimodal_rope_index, multimodal_token_types
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout, stack_vision_inputs
 
@@ -137,7 +138,8 @@ def generate_completions(
 
     With num_samples > 1 each prompt is read once (`prompt_cache_for_samples`) where `generate` would read it
     once per sample (`num_return_sequences` repeats the prompts first). A vision-language student reads the
-    prompts' images with them: in that shared prompt cache, or else as pixel inputs repeated for each sample."""
+    prompts' images with them: in that shared prompt cache, or else as pixel inputs repeated for each sample
+    (a multimodal-RoPE student, whose `generate` also gets the image tokens' places: `mm_token_type_ids`)."""
     with in_eval_mode(model):
         prompt_ids, prompt_mask = batch.prompt_ids, batch.prompt_mask.long()
         if num_samples > 1 and can_share_prompt_cache(model, prompt_ids, generate_kwargs):
@@ -145,6 +147,8 @@ def generate_completions(
             generate_kwargs[cache_argument_name(model)] = prompt_cache
         else:
             generate_kwargs.update(stack_vision_inputs(batch.vision_inputs, repeats=num_samples))
+            if multimodal_rope_index(model) is not None:  # `generate` places the image tokens from these
+                generate_kwargs["mm_token_type_ids"] = multimodal_token_types(model, prompt_ids).repeat_interleave(num_samples, 0)
         settings = {k: generate_kwargs.pop(k) for k in list(generate_kwargs) if hasattr(GenerationConfig(), k)}
         config = sampling_config(stop_token_ids(model, tokenizer), tokenizer.pad_token_id, use_cache=True, **settings)
         with without_checkpoint_generation_config(model):
@@ -159,9 +163,12 @@ def generate_completions(
 
 def can_share_prompt_cache(model: PreTrainedModel, prompt_ids: Tensor, generate_kwargs: dict) -> bool:
     """A decoder-only model on transformers' dynamic cache (a static cache is preallocated for all B·K rows),
-    prompts of more than one token (the last one is read by `generate` itself)."""
+    prompts of more than one token (the last one is read by `generate` itself), 1-D positions: `generate`
+    continues a multimodal-RoPE model's (Qwen2-VL's) cached prompt from rope deltas it keeps on the model from its
+    own last prefill, which a cache filled here would leave stale."""
     return (
         prompt_ids.shape[1] > 1
+        and multimodal_rope_index(model) is None
         and not model.config.is_encoder_decoder
         and generate_kwargs.get("cache_implementation") is None
         and generate_kwargs.get("past_key_values") is None

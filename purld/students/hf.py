@@ -8,8 +8,8 @@ through it (the datamodule asks `render_prompts`).
 An image-text-to-text model (its config has a `vision_config`: LLaVA, LLaVA-Next, Idefics3 / SmolVLM, …) loads
 with `AutoModelForImageTextToText` and its `AutoProcessor` (`load_processor`); `student.freeze_vision_tower`
 (default true) keeps its image encoder out of training, and `student=lora` then puts adapters on the language
-model only. Models that place image tokens with 3-D positions (Qwen2-VL's M-RoPE: a `get_rope_index`) are
-refused: purld's stages give every prompt token a 1-D position from the attention mask.
+model only. Qwen2-VL-style models (Qwen2-VL, Qwen2.5-VL: multimodal RoPE) get their 3-D positions wherever purld
+runs a forward itself (`purld.rollout.positions`).
 
 A GGUF checkpoint (`student.gguf_file`, e.g. `student=smollm2`) is converted once into a cached Hugging Face
 directory (`purld.students.gguf`) and loaded from there.
@@ -56,6 +56,7 @@ class HFStudent(Student):
         gguf_file: str | None = None,
         gguf_cache_dir: str | None = None,
         freeze_vision_tower: bool = True,
+        processor_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"student.dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
@@ -73,6 +74,7 @@ class HFStudent(Student):
         if not isinstance(freeze_vision_tower, bool):
             raise ValueError(f"student.freeze_vision_tower={freeze_vision_tower!r}: allowed values are true, false")
         self.freeze_vision_tower = freeze_vision_tower
+        self.processor_kwargs = dict(processor_kwargs or {})  # AutoProcessor's: Qwen2.5-VL's max_pixels, …
         self._is_vision_language: bool | None = None
 
     def is_vision_language(self, weights_directory: str | None = None) -> bool:
@@ -117,7 +119,6 @@ class HFStudent(Student):
         from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-        check_positions_are_one_dimensional(model, source)
         if self.freeze_vision_tower:
             freeze_vision_tower(model)
         return model
@@ -129,7 +130,16 @@ class HFStudent(Student):
         from transformers import AutoProcessor
 
         source = self.tokenizer_name_or_path or self.weights_directory()
-        processor = AutoProcessor.from_pretrained(source, revision=self.revision, trust_remote_code=self.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(source, revision=self.revision, trust_remote_code=self.trust_remote_code,
+                                                      **self.processor_kwargs)
+        except (OSError, ImportError, ValueError, TypeError) as error:
+            raise ValueError(f"student=hf: {source} holds an image-text-to-text model, and its processor does not load: "
+                             f"{error}{torchvision_hint()}") from None
+        if getattr(processor, "image_processor", None) is None:
+            raise ValueError(f"student=hf: {source} holds an image-text-to-text model, and AutoProcessor builds a "
+                             f"{type(processor).__name__} from it, which reads no images (its processor_config.json names a "
+                             f"processor transformers does not know, or none){torchvision_hint()}")
         processor.tokenizer = tokenizer
         return processor
 
@@ -143,16 +153,6 @@ class HFStudent(Student):
 
     def chat_template_enabled(self, tokenizer: PreTrainedTokenizerBase) -> bool:
         return self.use_chat_template != "never" and bool(getattr(tokenizer, "chat_template", None))
-
-
-def check_positions_are_one_dimensional(model: PreTrainedModel, source: str) -> None:
-    inner = getattr(model, "model", model)
-    if hasattr(model, "get_rope_index") or hasattr(inner, "get_rope_index"):
-        raise ValueError(
-            f"{source}: a {model.config.model_type} model places image tokens with 3-D (M-RoPE) positions, which purld "
-            "does not compute (every prompt token gets a 1-D position from the attention mask); use a LLaVA-, "
-            "LLaVA-Next- or Idefics3/SmolVLM-style student"
-        )
 
 
 class LoRAStudent(HFStudent):
@@ -203,6 +203,13 @@ def quiet_bitsandbytes() -> None:
 
     for name in ("bitsandbytes.backends.cpu.ops", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def torchvision_hint() -> str:
+    """transformers builds the processor of a model that also reads videos (Qwen2-VL's) only with torchvision."""
+    import importlib.util
+
+    return "" if importlib.util.find_spec("torchvision") else " (torchvision is not installed: transformers builds a processor with a video part, Qwen2-VL's, only with it)"
 
 
 def has_adapters(model: PreTrainedModel) -> bool:
@@ -275,7 +282,6 @@ class QLoRAStudent(LoRAStudent):
             from transformers import AutoModelForImageTextToText
 
             model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-            check_positions_are_one_dimensional(model, source)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -36,6 +36,25 @@ def test_each_loss_trains_the_tiny_vlm(tmp_path, loss, ranker):
         assert json.loads((evaluated / "eval.json").read_text())["eval"]["accuracy"] == pytest.approx(summary["eval"]["after"]["accuracy"])
 
 
+TINY_QWEN_VL = [
+    "~experiment", "task=shapes", "teacher=reference", "student=tiny_qwen_vl", "student.hidden_size=32", "student.num_hidden_layers=2",
+    "student.num_attention_heads=2", "student.intermediate_size=64", "student.vision_hidden_size=32", "student.vision_layers=1",
+    "student.vision_heads=2", *(o for o in TINY_VLM if not o.startswith(("experiment=", "student."))),
+]
+
+
+@pytest.mark.parametrize(("loss", "ranker"), [("grpo", "self_judge"), ("dpo", "likelihood")])
+def test_a_multimodal_rope_student_trains_through_every_stage(tmp_path, loss, ranker):
+    """Qwen2.5-VL's architecture (multimodal RoPE) at toy sizes: rollout, a self-ranker that reads the picture again,
+    the policy and reference forwards, evaluation."""
+    run_dir = tmp_path / "run"
+    run("train", *TINY_QWEN_VL, f"loss={loss}", f"ranker={ranker}", f"anchors.cache_path={tmp_path / 'a.sqlite'}", f"hydra.run.dir={run_dir}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["choices"]["student"] == "tiny_qwen_vl"
+    assert set(summary["eval"]["after"]) >= {"accuracy", "win_rate", "accuracy/count"}
+    assert json.loads((run_dir / "student" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+
+
 def test_a_task_with_images_refuses_a_text_student(tmp_path):
     result = run("train", "~experiment", "task=shapes", "student=tiny", f"anchors.cache_path={tmp_path / 'a.sqlite'}",
                  f"hydra.run.dir={tmp_path / 'run'}", check=False)
