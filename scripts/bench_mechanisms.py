@@ -81,10 +81,10 @@ MMAP_THRESHOLD_BYTES = 1 << 20  # the mmap_threshold variants' (MALLOC_MMAP_THRE
 PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
 
 
-def overrides(run_dir: Path, cache: Path, steps: int, threads: int) -> list[str]:
+def overrides(run_dir: Path, cache: Path, steps: int, threads: int, prompts: int = 4, candidates: int = 4) -> list[str]:
     return [
-        "experiment=smollm2", "task=gsm8k", "~task.max_operand", "ranker=self_judge",
-        "rollout.num_candidates=4", "rollout.max_new_tokens=64", "rollout.suppress_eos=true",
+        "experiment=smollm2", "task=gsm8k", "~task.max_operand", "ranker=self_judge", f"data.batch_size={prompts}",
+        f"rollout.num_candidates={candidates}", "rollout.max_new_tokens=64", "rollout.suppress_eos=true",
         "warmstart.sft_steps=0", "eval.before=false", "eval.num_prompts=1", f"trainer.max_steps={steps}",
         "logger=csv", "checkpointing.enabled=false", "samples.every_n_steps=0", f"num_threads={threads}",
         f"anchors.cache_path={cache}", f"hydra.run.dir={run_dir}",
@@ -118,10 +118,10 @@ def step_times(run_dir: Path) -> dict[str, list[float]]:
     return {part: [float(row[part]) for row in rows if row.get(part)] for part in PARTS}
 
 
-def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int) -> dict[str, Any]:
+def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int, prompts: int = 4, candidates: int = 4) -> dict[str, Any]:
     patches, extra = VARIANTS[name]
     run_dir = scratch / f"{name}-{round_}"
-    arguments = [*overrides(run_dir, scratch / "anchors.sqlite", steps, threads), *extra]
+    arguments = [*overrides(run_dir, scratch / "anchors.sqlite", steps, threads, prompts, candidates), *extra]
     command = [sys.executable, __file__, "--worker", json.dumps({"patches": list(patches), "arguments": arguments})]
     busy_before, start = machine_busy_seconds(), time.perf_counter()
     with tempfile.TemporaryFile("w+") as errors:
@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per run, the first one warm-up")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=4, help="prompts per step (bench_vs_trl.py's GRPO rows: 8)")
+    parser.add_argument("--candidates", type=int, default=4, help="K per prompt (bench_vs_trl.py's GRPO rows: 8)")
     parser.add_argument("--render", type=Path, help="print the table of a written report and stop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -196,12 +198,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else reversed(names):
-                results[name].append(run_variant(name, Path(scratch), args.steps, args.threads, round_))
+                results[name].append(run_variant(name, Path(scratch), args.steps, args.threads, round_, args.prompts, args.candidates))
                 row = results[name][-1]
                 print(f"[{time.perf_counter() - started:6.0f} s] round {round_} {name}: step "
                       f"{statistics.median(row['times']['time/step'][1:]):.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     report = {
-        "settings": f"4 prompts x K 4 x 64 new tokens, GSM8K prompts, fp32, {args.threads} threads, "
+        "settings": f"{args.prompts} prompts x K {args.candidates} x 64 new tokens, GSM8K prompts, fp32, {args.threads} threads, "
                     f"{args.steps - 1} measured steps x {args.rounds} rounds",
         "variants": summarise(results),
         "runs": results,

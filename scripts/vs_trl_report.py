@@ -2,7 +2,8 @@
 
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json            # print it
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json --readme README.md
-    python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json outputs/bench/vs_trl_smollm2_dpo.json --real --readme README.md
+    python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json outputs/bench/vs_trl_smollm2_dpo.json \
+        outputs/bench/vs_trl_smollm2_grpo.json --real --readme README.md
 
 The README table is rendered from the committed JSON only (a test checks README against it); scripts/README.md gives
 the method and the history of these runs.
@@ -54,7 +55,7 @@ STEP_NAMES = {"purld_grpo": "purld GRPO", "trl_grpo": "TRL GRPO", "purld_dpo": "
 def measured_kinds(report: dict[str, Any]) -> str:
     """'' for a whole run; else the kinds of row it measured (`--kinds`), for its column's header."""
     kinds = sorted({row["kind"] for row in report["rows"]})
-    return "" if {"purld_grpo", "trl_grpo"} <= set(kinds) else " + ".join(kinds) + " only"
+    return "" if set(STEP_NAMES) <= set(kinds) else " + ".join(kinds) + " only"
 
 
 def real_student_table(reports: list[dict[str, Any]]) -> str:

@@ -36,6 +36,7 @@ from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel
 
 from purld.rollout.logprobs import cache_argument_name
+from purld.rollout.positions import text_positions
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class StaticCacheDecoder:
         mask = prompt_mask.long()
         cache = DynamicCache(config=self.model.config)
         logits = self.model(
-            input_ids=prompt_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+            input_ids=prompt_ids, attention_mask=mask, position_ids=text_positions(mask), use_cache=True,
             logits_to_keep=1, **{cache_argument_name(self.model): cache},
         ).logits[:, -1]
         return cache, logits

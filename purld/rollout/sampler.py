@@ -25,7 +25,7 @@ from transformers import (
 
 from purld.rollout.decoder import StaticCacheDecoder, check_decodable
 from purld.rollout.logprobs import cache_argument_name
-from purld.rollout.positions import multimodal_rope_index, multimodal_token_types
+from purld.rollout.positions import multimodal_rope_index, multimodal_token_types, text_positions
 from purld.students.base import in_eval_mode
 from purld.types import Candidates, PromptBatch, Rollout, stack_vision_inputs
 
@@ -188,9 +188,8 @@ def prompt_cache_for_samples(
     template's assistant cue, or the question after the image), so `generate` needs no pixels after it."""
     cache = DynamicCache(config=model.config)
     head_ids, head_mask = prompt_ids[:, :-1], prompt_mask[:, :-1].long()
-    position_ids = (head_mask.cumsum(-1) - 1).masked_fill(head_mask == 0, 0)
     model(
-        input_ids=head_ids, attention_mask=head_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+        input_ids=head_ids, attention_mask=head_mask, position_ids=text_positions(head_mask), use_cache=True, logits_to_keep=1,
         **{cache_argument_name(model): cache}, **(vision_inputs or {}),
     )
     cache.batch_repeat_interleave(num_samples)
