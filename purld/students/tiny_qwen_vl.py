@@ -12,7 +12,6 @@ processor is built without one (images only).
 
 from __future__ import annotations
 
-import torch
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
@@ -21,8 +20,7 @@ from transformers import (
     Qwen2VLImageProcessorPil,
 )
 
-from purld.students.base import freeze_vision_tower
-from purld.students.tiny import TinyLlamaStudent, build_char_tokenizer
+from purld.students.tiny_vlm import TinyVLMStudent
 
 VISION_START, IMAGE_PAD, VISION_END, VIDEO_PAD = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"
 PATCH_SIZE, MERGE_SIZE = 14, 2  # Qwen2.5-VL's: one image token per 28 × 28 pixels
@@ -37,8 +35,10 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
-class TinyQwenVLStudent(TinyLlamaStudent):
+class TinyQwenVLStudent(TinyVLMStudent):
     name = "tiny_qwen_vl"
+    model_class = Qwen2_5_VLForConditionalGeneration
+    vision_tokens = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 
     def __init__(
         self,
@@ -63,40 +63,30 @@ class TinyQwenVLStudent(TinyLlamaStudent):
         if hidden_size % num_attention_heads or head_dim % 16:
             raise ValueError(f"student.hidden_size={hidden_size} / student.num_attention_heads={num_attention_heads} must be a "
                              "multiple of 16 (multimodal RoPE splits each head's rotary pairs 2 : 3 : 3 over time, height, width)")
-        super().__init__(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings, seed,
+        super().__init__(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, max_position_embeddings,
+                         vision_hidden_size, vision_layers, vision_heads, image_size, PATCH_SIZE, freeze_vision_tower, seed,
                          gradient_checkpointing, lean_activations)
         self.mrope_section = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]  # Qwen2.5-VL's proportions
         self.vision_kwargs = dict(depth=vision_layers, hidden_size=vision_hidden_size, intermediate_size=4 * vision_hidden_size,
                                   num_heads=vision_heads, out_hidden_size=hidden_size, patch_size=PATCH_SIZE,
                                   spatial_merge_size=MERGE_SIZE, fullatt_block_indexes=[vision_layers - 1])
-        self.image_size, self.freeze_vision_tower = image_size, freeze_vision_tower
 
-    def load_tokenizer(self) -> PreTrainedTokenizerFast:
-        tokenizer = build_char_tokenizer()
-        tokenizer.add_special_tokens({"additional_special_tokens": [VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]})
-        return tokenizer
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // (PATCH_SIZE * MERGE_SIZE)) ** 2
 
-    def load(self) -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerFast]:
-        tokenizer = self.load_tokenizer()
+    def model_config(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLConfig:
         text = self.llama_config(tokenizer).to_dict()
         text_config = {key: text[key] for key in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "hidden_size",
                                                   "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                                                   "intermediate_size", "max_position_embeddings")}
         token_ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in
                      (("image", IMAGE_PAD), ("video", VIDEO_PAD), ("vision_start", VISION_START), ("vision_end", VISION_END))}
-        config = Qwen2_5_VLConfig(
+        return Qwen2_5_VLConfig(
             text_config={**text_config, "rope_scaling": {"type": "mrope", "mrope_section": self.mrope_section},
                          "tie_word_embeddings": True},
             vision_config=self.vision_kwargs, tie_word_embeddings=True, **token_ids,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            model = Qwen2_5_VLForConditionalGeneration(config)
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        if self.freeze_vision_tower:
-            freeze_vision_tower(model)
-        return self.apply_memory_options(model), tokenizer
 
     def load_processor(self, tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
         pixels = self.image_size**2

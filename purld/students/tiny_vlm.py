@@ -27,6 +27,8 @@ IMAGE_TOKEN = "<image>"
 
 class TinyVLMStudent(TinyLlamaStudent):
     name = "tiny_vlm"
+    model_class = LlavaForConditionalGeneration
+    vision_tokens = (IMAGE_TOKEN,)  # added to the character tokenizer, in this order
 
     def __init__(
         self,
@@ -58,19 +60,22 @@ class TinyVLMStudent(TinyLlamaStudent):
 
     def load_tokenizer(self) -> PreTrainedTokenizerFast:
         tokenizer = build_char_tokenizer()
-        tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        tokenizer.add_special_tokens({"additional_special_tokens": list(self.vision_tokens)})
         return tokenizer
 
-    def load(self) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
-        tokenizer = self.load_tokenizer()
-        config = LlavaConfig(
+    def model_config(self, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+        return LlavaConfig(
             vision_config=CLIPVisionConfig(**self.vision_kwargs), text_config=self.llama_config(tokenizer),
             image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=self.image_tokens,
             vision_feature_select_strategy="default", vision_feature_layer=-1, tie_word_embeddings=True,
         )
+
+    def load(self) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast]:
+        tokenizer = self.load_tokenizer()
+        config = self.model_config(tokenizer)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = LlavaForConditionalGeneration(config)
+            model = self.model_class(config)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         if self.freeze_vision_tower:
