@@ -3,7 +3,7 @@
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json            # print it
     python scripts/vs_trl_report.py outputs/bench/vs_trl_bf16.json outputs/bench/vs_trl.json --readme README.md
     python scripts/vs_trl_report.py outputs/bench/vs_trl_smollm2.json outputs/bench/vs_trl_smollm2_dpo.json \
-        outputs/bench/vs_trl_smollm2_grpo.json --real --readme README.md
+        outputs/bench/vs_trl_smollm2_grpo.json outputs/bench/vs_trl_smollm2_dpo_bf16.json --real --readme README.md
 
 The README table is rendered from the committed JSON only (a test checks README against it); scripts/README.md gives
 the method and the history of these runs.

@@ -61,7 +61,8 @@ def test_the_real_student_performance_table_is_rendered_from_its_report():
     from vs_trl_report import REAL_PERFORMANCE_MARKERS, real_student_table
 
     paths = ("outputs/bench/vs_trl_smollm2.json", "outputs/bench/vs_trl_smollm2_dpo.json",  # the DPO rows re-run
-             "outputs/bench/vs_trl_smollm2_grpo.json")  # and the GRPO rows, both with release_freed_memory
+             "outputs/bench/vs_trl_smollm2_grpo.json",  # and the GRPO rows, both with release_freed_memory
+             "outputs/bench/vs_trl_smollm2_dpo_bf16.json")  # the DPO rows in bf16 autocast
     written = block((ROOT / "README.md").read_text(), REAL_PERFORMANCE_MARKERS)
     assert real_student_table([json.loads((ROOT / path).read_text()) for path in paths]) in written
     assert f"{' '.join(paths)} --real" in written
