@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from purld.students.base import model_and_inner_model
+
 # The vision inputs a multimodal-RoPE `get_rope_index` reads (the processor's outputs of those names).
 ROPE_INDEX_INPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 
@@ -23,9 +25,8 @@ ROPE_INDEX_INPUTS = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
 def multimodal_rope_index(model: PreTrainedModel) -> Callable | None:
     """The model's `get_rope_index` where it places tokens with multimodal RoPE, else None (peft wrappers seen
     through)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for owner in (base, getattr(base, "model", None)):
-        if owner is not None and callable(getattr(owner, "get_rope_index", None)):
+    for owner in model_and_inner_model(model):
+        if callable(getattr(owner, "get_rope_index", None)):
             return owner.get_rope_index
     return None
 

@@ -62,13 +62,21 @@ class Student(ABC):
         return model
 
 
+def model_and_inner_model(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model (a peft wrapper seen through) and, where it has one, its inner `model`: the two places a
+    transformers multimodal model keeps its parts (`vision_tower`, `get_rope_index`, ...), depending on the
+    architecture and the transformers version."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", None)
+    return [base] if inner is None else [base, inner]
+
+
 def vision_tower(model: torch.nn.Module) -> torch.nn.Module | None:
     """The image encoder of a transformers image-text-to-text model (`vision_tower`, `vision_model` or `visual`,
     on the model or its inner `model`), or None for a text model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for owner in (base, getattr(base, "model", None)):
+    for owner in model_and_inner_model(model):
         for name in ("vision_tower", "vision_model", "visual"):
-            tower = getattr(owner, name, None) if owner is not None else None
+            tower = getattr(owner, name, None)
             if isinstance(tower, torch.nn.Module):
                 return tower
     return None
