@@ -24,6 +24,8 @@ What a variant turns off, and how:
   the same ranking) and LoRA DPO (`dpo_lora`); measured in outputs/bench/mechanisms_smollm2_freed_memory.json.
   `mmap_threshold` and `lora_mmap_threshold`: glibc's mmap threshold fixed at 1 MB instead (the benchmark calls
   `mallopt(M_MMAP_THRESHOLD, 1 MB)`, what `MALLOC_MMAP_THRESHOLD_=1048576` sets), with `release_freed_memory=false`.
+  `release_while_decoding`: `release_freed_memory`'s setting kept through the rollout and the ranking too (the
+  benchmark turns `purld.memory.heap_while_decoding` off), as it was before that phase-wise setting.
 
 The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
 pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new
@@ -70,6 +72,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patch
     "dpo_lora": ((), ("loss=dpo", "student=smollm2_lora")),
     "dpo_lora_keep_freed_memory": ((), ("loss=dpo", "student=smollm2_lora", "release_freed_memory=false")),
     "mmap_threshold": (("mmap_threshold",), ("release_freed_memory=false",)),
+    "release_while_decoding": (("release_while_decoding",), ()),
     "lora_mmap_threshold": (("mmap_threshold",), ("student=smollm2_lora", "release_freed_memory=false")),
 }
 BASELINE_OF = {  # read against this variant, not `default`
@@ -96,9 +99,15 @@ def apply_patches(patches: list[str]) -> None:
     from purld.rollout import logprobs
 
     if "mmap_threshold" in patches:  # blocks of 1 MB and more mapped and unmapped on their own, the heap trimmed as glibc does
-        from purld.cli.components import M_MMAP_THRESHOLD, glibc_mallopt
+        from purld.memory import M_MMAP_THRESHOLD, glibc_mallopt
 
         glibc_mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    if "release_while_decoding" in patches:  # no heap blocks in the rollout and the ranking: memory released in every phase
+        from contextlib import nullcontext
+
+        from purld.modules import group, pairwise
+
+        group.heap_while_decoding = pairwise.heap_while_decoding = nullcontext
     if "prompt_sharing_under_checkpointing" in patches:
         shared = logprobs.prompts_can_be_shared
         logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)

@@ -35,10 +35,10 @@ LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear") 
 # ---------------------------------------------------------------------- shared
 def setup_torch(threads: int, seed: int = 0, release_freed_memory: bool = False):
     """This row's process: torch's threads and seeds; `release_freed_memory` for purld's rows (purld's default,
-    `purld.cli.components.release_freed_memory`), not for TRL's or the floors'."""
+    `purld.memory.release_freed_memory`), not for TRL's or the floors'."""
     import torch
 
-    from purld.cli.components import release_freed_memory as release
+    from purld.memory import release_freed_memory as release
 
     release(release_freed_memory)
 

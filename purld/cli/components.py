@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from purld.anchors.cache import AnchorCache
 from purld.cli.checks import ConfigError, check_config
+from purld.memory import release_freed_memory
 from purld.objectives.base import Objective
 from purld.ranking.base import Ranker
 from purld.rollout.sampler import Sampler
@@ -102,34 +103,6 @@ def set_threads(num_threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(num_threads)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
-
-
-def glibc_mallopt(parameter: int, value: int) -> bool:
-    """glibc's `mallopt(parameter, value)`; whether it was accepted (False off glibc: macOS, musl)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return mallopt(parameter, value) == 1
-
-
-def release_freed_memory(enabled: bool) -> bool:
-    """`release_freed_memory`: glibc's malloc gives memory back to the OS as soon as it is freed
-    (`mallopt(M_TRIM_THRESHOLD, 0)`, what `MALLOC_TRIM_THRESHOLD_=0` sets at start-up). Returns whether it was set.
-
-    By default glibc raises its mmap threshold to the size of each large block freed, up to 32 MB, so that the
-    step's many activation-sized tensors come from the heap, whose freed space it keeps: the process's RSS then
-    holds every layer's transient tensors long after they are freed. Setting the trim threshold also stops that
-    adjustment (the mmap threshold stays where it is: 128 kB before any large block was freed), so large tensors
-    are mapped and unmapped on their own. The peak RSS and step time it changes on SmolLM2-135M-Instruct:
-    scripts/README.md ("Speed mechanisms"). Not glibc (macOS, musl): nothing to set."""
-    return enabled and glibc_mallopt(M_TRIM_THRESHOLD, 0)
 
 
 def quiet_libraries() -> None:

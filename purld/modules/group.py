@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from purld.memory import heap_while_decoding
 from purld.modules.base import PolicyModule
 from purld.modules.samples import StepSamples
 from purld.objectives.grpo import GRPOObjective
@@ -18,9 +19,9 @@ def flatten(tensor: Tensor) -> Tensor:
 
 class GroupModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> dict[str, Tensor | StepSamples]:
-        with self.timed("rollout"):
+        with self.timed("rollout"), heap_while_decoding():
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
-        with self.timed("ranking"):
+        with self.timed("ranking"), heap_while_decoding():
             scores = self.rank(batch, rollout)  # (B, K)
             targets = self.objective.preferences(scores, gather=self.gather_rows)
         oracle = oracle_scores(self.task, batch, rollout)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from purld.memory import heap_while_decoding
 from purld.modules.base import PolicyModule
 from purld.modules.samples import StepSamples
 from purld.ranking.diagnostics import oracle_diagnostics, oracle_scores
@@ -60,9 +61,9 @@ def pair_oracle_accuracy(oracle: Tensor, pairs: Pairs) -> Tensor:
 
 class PairwiseModule(PolicyModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> dict[str, Tensor | StepSamples]:
-        with self.timed("rollout"):
+        with self.timed("rollout"), heap_while_decoding():
             rollout = self.sampler.sample(self.policy, self.tokenizer, batch)
-        with self.timed("ranking"):
+        with self.timed("ranking"), heap_while_decoding():
             scores = self.rank(batch, rollout)  # (B, K)
             pairs = self.objective.preferences(scores)
         oracle = oracle_scores(self.task, batch, rollout)

@@ -229,7 +229,7 @@ def test_vllm_rollout_without_vllm_says_what_to_install():
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_release_freed_memory_sets_glibcs_trim_threshold():
-    from purld.cli.components import release_freed_memory
+    from purld.memory import release_freed_memory
 
     assert release_freed_memory(True)  # mallopt accepted it
     assert not release_freed_memory(False)
