@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vs_trl_harness as harness  # noqa: E402
-from bench_quickstart import machine_busy_seconds  # noqa: E402
+from bench_quickstart import cpu_description, machine_busy_seconds  # noqa: E402
 from evidence_report import write_readme  # noqa: E402
 
 VLLM_MARKERS = ("<!-- vllm-rollout:start -->", "<!-- vllm-rollout:end -->")
@@ -171,7 +171,7 @@ def main() -> None:
               + (f" rollout=vllm {r['vllm_s']:.3f} s, {r['vllm_vs_generate']:.2f}x generate" if args.vllm else ""))
     report = {
         "machine": {
-            "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+            "cpus": os.cpu_count(), **cpu_description(), "threads": args.threads, "torch": torch.__version__,
             "transformers": __import__("transformers").__version__, "python": sys.version.split()[0],
             **({"vllm": __import__("vllm").__version__} if args.vllm else {}),
         },

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quickstart import machine_busy_seconds  # noqa: E402
+from bench_quickstart import cpu_description, machine_busy_seconds  # noqa: E402
 from vs_trl_dpo import purld_dpo, trl_dpo  # noqa: E402
 from vs_trl_figures import HEADLINE, compute_figures, merged_rows  # noqa: E402
 from vs_trl_floors import dpo_update_floor, generate_floor, grpo_update_floor, matmul_rate  # noqa: E402
@@ -314,6 +314,7 @@ def machine_description(args: argparse.Namespace) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
     return {
         "cpus": os.cpu_count(),
+        **cpu_description(),
         "threads": args.threads,
         "device": args.device,
         "gpu": gpu,

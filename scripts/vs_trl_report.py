@@ -89,8 +89,10 @@ def real_student_table(reports: list[dict[str, Any]]) -> str:
         else:
             memory = f"`MALLOC_TRIM_THRESHOLD_={report['machine']['malloc_trim_threshold']}` for every row"
         loads = [r["outside_load_cores"] for r in report["rows"]]
+        cpu = report["machine"].get("cpu")  # recorded since some runs landed on a CPU without native bf16
+        where = f" on {cpu} ({report['machine']['cpu_capability']}{'' if report['machine']['native_bf16'] else ', no native bf16'})" if cpu else ""
         captions.append(
-            f"The *{header}* column: `{report['command']}`, {len(report['rows'][0]['rounds'])} round(s); full-fine-tune "
+            f"The *{header}* column: `{report['command']}`, {len(report['rows'][0]['rounds'])} round(s){where}; full-fine-tune "
             f"steps {step_text}; {memory}; other processes used at most {max(loads):.2f} cores during a row.")
     return "\n".join(lines) + "\n\n" + "\n\n".join(captions)
 
