@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -43,21 +45,23 @@ def free(pointer: int) -> None:
     memory._libc().free(ctypes.c_void_p(pointer))
 
 
-@pytest.fixture
-def releasing():
+def in_a_fresh_process(scenario) -> None:
+    """Run `scenario` in a new interpreter, as `purld-train` sets the memory setting: at start, before its heap
+    holds the free chunks of earlier tests (a free chunk of a block's size serves it whatever the thresholds)."""
+    result = subprocess.run([sys.executable, __file__, scenario.__name__], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def released_memory_maps_large_blocks_on_their_own() -> None:
     assert memory.release_freed_memory(True)
-    yield
-    memory.release_freed_memory(False)  # the trim threshold stays 0 in this process, as the suite ran before
-
-
-def test_released_memory_maps_large_blocks_on_their_own(releasing):
     mapped = mallinfo().hblkhd
     block = malloc(BLOCK)
     assert mallinfo().hblkhd - mapped >= BLOCK
     free(block)
 
 
-def test_decoding_takes_large_blocks_from_the_heap_and_trims_it_after(releasing):
+def decoding_takes_large_blocks_from_the_heap_and_trims_it_after() -> None:
+    assert memory.release_freed_memory(True)
     with memory.heap_while_decoding():
         mapped = mallinfo().hblkhd
         blocks = [malloc(BLOCK) for _ in range(4)]
@@ -72,6 +76,14 @@ def test_decoding_takes_large_blocks_from_the_heap_and_trims_it_after(releasing)
     free(block)
 
 
+def test_released_memory_maps_large_blocks_on_their_own():
+    in_a_fresh_process(released_memory_maps_large_blocks_on_their_own)
+
+
+def test_decoding_takes_large_blocks_from_the_heap_and_trims_it_after():
+    in_a_fresh_process(decoding_takes_large_blocks_from_the_heap_and_trims_it_after)
+
+
 def test_decoding_changes_nothing_when_freed_memory_is_kept(monkeypatch):
     memory.release_freed_memory(False)
     calls = []
@@ -79,3 +91,7 @@ def test_decoding_changes_nothing_when_freed_memory_is_kept(monkeypatch):
     with memory.heap_while_decoding():
         pass
     assert calls == []
+
+
+if __name__ == "__main__":  # in_a_fresh_process
+    globals()[sys.argv[1]]()
