@@ -2,8 +2,8 @@
 
 A step's update (forward + backward) allocates and frees activation-sized tensors layer after layer; glibc's
 default keeps the freed space in its heap, so the process's peak RSS holds every layer's transients long after
-they are freed. `release_freed_memory` sets the trim threshold to 0, which also pins the mmap threshold at
-128 kB: every larger block is then mapped and unmapped on its own. That pays in the update and costs in decoding,
+they are freed. `release_freed_memory` sets the trim threshold to 0 and the mmap threshold to 128 kB: every
+larger block is then mapped and unmapped on its own. That pays in the update and costs in decoding,
 where the KV cache and the logits are re-allocated at every token and each fresh mapping faults its pages in
 again (SmolLM2-135M, 8 prompts x K 8 on 2 cores: the rollout 1.38x, `self_judge` 1.47x slower). So the phases that
 only decode or read (rollout, ranking) run under `heap_while_decoding`: large blocks come from the heap, as by
@@ -44,10 +44,11 @@ def glibc_mallopt(parameter: int, value: int) -> bool:
 
 def release_freed_memory(enabled: bool) -> bool:
     """`release_freed_memory`: glibc's malloc gives memory back to the OS as soon as it is freed
-    (`mallopt(M_TRIM_THRESHOLD, 0)`, what `MALLOC_TRIM_THRESHOLD_=0` sets at start-up; the mmap threshold then
-    stays at its 128 kB start). Returns whether it was set."""
+    (`mallopt(M_TRIM_THRESHOLD, 0)`, what `MALLOC_TRIM_THRESHOLD_=0` sets at start-up) and maps every block over
+    128 kB on its own (`M_MMAP_THRESHOLD`: set too, since each large block freed before the call, by an import or
+    a Python API user's own work, has raised glibc's threshold to its size). Returns whether it was set."""
     global _releasing
-    _releasing = enabled and glibc_mallopt(M_TRIM_THRESHOLD, 0)
+    _releasing = enabled and glibc_mallopt(M_TRIM_THRESHOLD, 0) and glibc_mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_START)
     return _releasing
 
 

@@ -48,11 +48,22 @@ def free(pointer: int) -> None:
 def in_a_fresh_process(scenario) -> None:
     """Run `scenario` in a new interpreter, as `purld-train` sets the memory setting: at start, before its heap
     holds the free chunks of earlier tests (a free chunk of a block's size serves it whatever the thresholds)."""
-    result = subprocess.run([sys.executable, __file__, scenario.__name__], capture_output=True, text=True)
+    purld_root = os.path.dirname(os.path.dirname(memory.__file__))  # this checkout's purld, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [purld_root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, __file__, scenario.__name__], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
 
 
 def released_memory_maps_large_blocks_on_their_own() -> None:
+    assert memory.release_freed_memory(True)
+    mapped = mallinfo().hblkhd
+    block = malloc(BLOCK)
+    assert mallinfo().hblkhd - mapped >= BLOCK
+    free(block)
+
+
+def released_memory_maps_large_blocks_even_when_set_late() -> None:
+    free(malloc(2 * BLOCK))  # freeing a mapped block raises glibc's mmap threshold to its size
     assert memory.release_freed_memory(True)
     mapped = mallinfo().hblkhd
     block = malloc(BLOCK)
@@ -78,6 +89,11 @@ def decoding_takes_large_blocks_from_the_heap_and_trims_it_after() -> None:
 
 def test_released_memory_maps_large_blocks_on_their_own():
     in_a_fresh_process(released_memory_maps_large_blocks_on_their_own)
+
+
+def test_released_memory_maps_large_blocks_even_when_set_late():
+    """A Python API user (or an import) may have freed large blocks before the setting is made."""
+    in_a_fresh_process(released_memory_maps_large_blocks_even_when_set_late)
 
 
 def test_decoding_takes_large_blocks_from_the_heap_and_trims_it_after():
