@@ -25,7 +25,9 @@ What a variant turns off, and how:
   `mmap_threshold` and `lora_mmap_threshold`: glibc's mmap threshold fixed at 1 MB instead (the benchmark calls
   `mallopt(M_MMAP_THRESHOLD, 1 MB)`, what `MALLOC_MMAP_THRESHOLD_=1048576` sets), with `release_freed_memory=false`.
   `release_while_decoding`: `release_freed_memory`'s setting kept through the rollout and the ranking too (the
-  benchmark turns `purld.memory.heap_while_decoding` off), as it was before that phase-wise setting.
+  benchmark turns `purld.memory.heap_while_decoding` off), as it was before that phase-wise setting;
+  `release_while_evaluating`: the same for the held-out evaluation only (read with `--eval-prompts N`, which
+  evaluates N GSM8K prompts, greedy, before and after the steps: the `eval s` column, both evaluations' seconds).
 
 The committed report was measured when `student.gradient_checkpointing` defaulted to false; it is `full` for the
 pretrained students since (0.91 of the step and 0.73 of the peak RSS there, the `checkpointed` row), so a new
@@ -73,6 +75,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (patch
     "dpo_lora_keep_freed_memory": ((), ("loss=dpo", "student=smollm2_lora", "release_freed_memory=false")),
     "mmap_threshold": (("mmap_threshold",), ("release_freed_memory=false",)),
     "release_while_decoding": (("release_while_decoding",), ()),
+    "release_while_evaluating": (("release_while_evaluating",), ()),
     "lora_mmap_threshold": (("mmap_threshold",), ("student=smollm2_lora", "release_freed_memory=false")),
 }
 BASELINE_OF = {  # read against this variant, not `default`
@@ -84,11 +87,13 @@ MMAP_THRESHOLD_BYTES = 1 << 20  # the mmap_threshold variants' (MALLOC_MMAP_THRE
 PARTS = ("time/rollout", "time/ranking", "time/update", "time/step")
 
 
-def overrides(run_dir: Path, cache: Path, steps: int, threads: int, prompts: int = 4, candidates: int = 4) -> list[str]:
+def overrides(run_dir: Path, cache: Path, steps: int, threads: int, prompts: int = 4, candidates: int = 4,
+              eval_prompts: int = 0) -> list[str]:
+    evaluation = [f"eval.before={bool(eval_prompts)}".lower(), f"eval.num_prompts={max(eval_prompts, 1)}"]
     return [
         "experiment=smollm2", "task=gsm8k", "~task.max_operand", "ranker=self_judge", f"data.batch_size={prompts}",
         f"rollout.num_candidates={candidates}", "rollout.max_new_tokens=64", "rollout.suppress_eos=true",
-        "warmstart.sft_steps=0", "eval.before=false", "eval.num_prompts=1", f"trainer.max_steps={steps}",
+        "warmstart.sft_steps=0", *evaluation, f"trainer.max_steps={steps}",
         "logger=csv", "checkpointing.enabled=false", "samples.every_n_steps=0", f"num_threads={threads}",
         f"anchors.cache_path={cache}", f"hydra.run.dir={run_dir}",
     ]
@@ -108,6 +113,12 @@ def apply_patches(patches: list[str]) -> None:
         from purld.modules import group, pairwise
 
         group.heap_while_decoding = pairwise.heap_while_decoding = nullcontext
+    if "release_while_evaluating" in patches:
+        from contextlib import nullcontext
+
+        from purld.eval import evaluate
+
+        evaluate.heap_while_decoding = nullcontext
     if "prompt_sharing_under_checkpointing" in patches:
         shared = logprobs.prompts_can_be_shared
         logprobs.prompts_can_be_shared = lambda model: not logprobs.checkpointed(model) and shared(model)
@@ -127,10 +138,11 @@ def step_times(run_dir: Path) -> dict[str, list[float]]:
     return {part: [float(row[part]) for row in rows if row.get(part)] for part in PARTS}
 
 
-def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int, prompts: int = 4, candidates: int = 4) -> dict[str, Any]:
+def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int, prompts: int = 4, candidates: int = 4,
+                eval_prompts: int = 0) -> dict[str, Any]:
     patches, extra = VARIANTS[name]
     run_dir = scratch / f"{name}-{round_}"
-    arguments = [*overrides(run_dir, scratch / "anchors.sqlite", steps, threads, prompts, candidates), *extra]
+    arguments = [*overrides(run_dir, scratch / "anchors.sqlite", steps, threads, prompts, candidates, eval_prompts), *extra]
     command = [sys.executable, __file__, "--worker", json.dumps({"patches": list(patches), "arguments": arguments})]
     busy_before, start = machine_busy_seconds(), time.perf_counter()
     with tempfile.TemporaryFile("w+") as errors:
@@ -143,7 +155,9 @@ def run_variant(name: str, scratch: Path, steps: int, threads: int, round_: int,
     if process.returncode:
         raise RuntimeError(f"variant {name}: purld-train failed:\n{stderr[-3000:]}")
     own_cpu = usage.ru_utime + usage.ru_stime
+    stages = json.loads((run_dir / "summary.json").read_text())["seconds"]
     return {"times": step_times(run_dir), "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": round(wall, 1),  # Linux: KB
+            "eval_s": round(stages.get("eval_before", 0.0) + stages.get("eval_after", 0.0), 2),
             "outside_load_cores": round((machine_busy_seconds() - busy_before - own_cpu) / wall, 2)}
 
 
@@ -155,6 +169,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         table[name] = {
             **{part.removeprefix("time/") + "_s": round(value, 3) for part, value in medians.items()},
             "peak_rss_mb": round(statistics.median(run["peak_rss_mb"] for run in runs), 1),
+            "eval_s": round(statistics.median(run.get("eval_s", float("nan")) for run in runs), 2),
             "outside_load_cores": round(max(run["outside_load_cores"] for run in runs), 2),
         }
     for name, row in table.items():
@@ -163,6 +178,7 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             row["against"] = BASELINE_OF.get(name, "default")
             row["step_ratio"] = round(row["step_s"] / baseline["step_s"], 3)
             row["rss_ratio"] = round(row["peak_rss_mb"] / baseline["peak_rss_mb"], 3)
+            row["eval_ratio"] = round(row["eval_s"] / baseline["eval_s"], 3)
     return table
 
 
@@ -170,13 +186,15 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"SmolLM2-135M-Instruct, GRPO + self_judge, {report['settings']}",
         "",
-        "| variant | against | step s | rollout s | ranking s | update s | step ratio | peak RSS MB | RSS ratio | outside load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | against | step s | rollout s | ranking s | update s | step ratio | eval s | eval ratio | peak RSS MB | "
+        "RSS ratio | outside load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in report["variants"].items():
         lines.append(
             f"| {name} | {row.get('against', '')} | {row['step_s']:.2f} | {row['rollout_s']:.2f} | {row['ranking_s']:.2f} | "
-            f"{row['update_s']:.2f} | {row.get('step_ratio', '')} | {row['peak_rss_mb']:.0f} | {row.get('rss_ratio', '')} | "
+            f"{row['update_s']:.2f} | {row.get('step_ratio', '')} | {row.get('eval_s', '')} | {row.get('eval_ratio', '')} | "
+            f"{row['peak_rss_mb']:.0f} | {row.get('rss_ratio', '')} | "
             f"{row['outside_load_cores']:.2f} |"
         )
     return "\n".join(lines)
@@ -191,6 +209,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step (bench_vs_trl.py's GRPO rows: 8)")
     parser.add_argument("--candidates", type=int, default=4, help="K per prompt (bench_vs_trl.py's GRPO rows: 8)")
+    parser.add_argument("--eval-prompts", type=int, default=0,
+                        help="held-out GSM8K prompts evaluated before and after the steps (0: one, after them)")
     parser.add_argument("--render", type=Path, help="print the table of a written report and stop")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,13 +227,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
             for name in names if round_ % 2 == 0 else reversed(names):
-                results[name].append(run_variant(name, Path(scratch), args.steps, args.threads, round_, args.prompts, args.candidates))
+                results[name].append(run_variant(name, Path(scratch), args.steps, args.threads, round_, args.prompts, args.candidates,
+                                                 args.eval_prompts))
                 row = results[name][-1]
                 print(f"[{time.perf_counter() - started:6.0f} s] round {round_} {name}: step "
-                      f"{statistics.median(row['times']['time/step'][1:]):.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                      f"{statistics.median(row['times']['time/step'][1:]):.2f} s, eval {row['eval_s']:.1f} s, "
+                      f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     report = {
         "settings": f"{args.prompts} prompts x K {args.candidates} x 64 new tokens, GSM8K prompts, fp32, {args.threads} threads, "
-                    f"{args.steps - 1} measured steps x {args.rounds} rounds",
+                    f"{args.steps - 1} measured steps x {args.rounds} rounds"
+                    + (f", {args.eval_prompts} held-out prompts evaluated before and after" if args.eval_prompts else ""),
         "variants": summarise(results),
         "runs": results,
         "seconds": round(time.perf_counter() - started, 1),
