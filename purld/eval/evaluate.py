@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from purld.eval.win_rate import length_controlled_win_rate
-from purld.memory import heap_while_decoding
 from purld.ranking.base import Ranker, RankingContext
 from purld.rollout.sampler import (
     candidates_from_texts,
@@ -58,13 +57,10 @@ def evaluate_batch(
 ) -> dict[str, list[float]]:
     """Per-example metrics of one batch (lists, so batches can be pooled exactly). `render`: how a user turn
     reaches the student (`AnchorDataModule.render_message`), for a judge that reads one; `processor`: a
-    vision-language student's, for a judge that reads the prompt's images. It decodes and reads only, as a
-    step's rollout and ranking do: under `heap_while_decoding` too."""
-    with heap_while_decoding():
-        answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
-        pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
-        context = RankingContext(task=task, model=model, tokenizer=tokenizer, render=render, processor=processor)
-        scores = ranker(batch, pair, context)  # (B, 2)
+    vision-language student's, for a judge that reads the prompt's images."""
+    answers, lengths = greedy_answers(model, tokenizer, batch, max_new_tokens)
+    pair = candidates_from_texts(tokenizer, [[answer, anchor] for answer, anchor in zip(answers, batch.anchors)], batch.prompt_ids.device)
+    scores = ranker(batch, pair, RankingContext(task=task, model=model, tokenizer=tokenizer, render=render, processor=processor))  # (B, 2)
     if ranker.scores_are_preferences:
         wins = scores[:, 0]
     else:
