@@ -62,15 +62,6 @@ def released_memory_maps_large_blocks_on_their_own() -> None:
     free(block)
 
 
-def released_memory_maps_large_blocks_even_when_set_late() -> None:
-    free(malloc(2 * BLOCK))  # freeing a mapped block raises glibc's mmap threshold to its size
-    assert memory.release_freed_memory(True)
-    mapped = mallinfo().hblkhd
-    block = malloc(BLOCK)
-    assert mallinfo().hblkhd - mapped >= BLOCK
-    free(block)
-
-
 def decoding_takes_large_blocks_from_the_heap_and_trims_it_after() -> None:
     assert memory.release_freed_memory(True)
     with memory.heap_while_decoding():
@@ -89,11 +80,6 @@ def decoding_takes_large_blocks_from_the_heap_and_trims_it_after() -> None:
 
 def test_released_memory_maps_large_blocks_on_their_own():
     in_a_fresh_process(released_memory_maps_large_blocks_on_their_own)
-
-
-def test_released_memory_maps_large_blocks_even_when_set_late():
-    """A Python API user (or an import) may have freed large blocks before the setting is made."""
-    in_a_fresh_process(released_memory_maps_large_blocks_even_when_set_late)
 
 
 def test_decoding_takes_large_blocks_from_the_heap_and_trims_it_after():
