@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -57,21 +56,32 @@ def cpu_description() -> dict[str, object]:
             "native_bf16": bool(flags & {"avx512_bf16", "amx_bf16"})}
 
 
+def run_measured(command: list[str]) -> tuple[float, float, float]:
+    """Run `command`: its wall seconds, its own peak RSS in MB and its CPU seconds, from `os.wait4` on it.
+    Not `getrusage(RUSAGE_CHILDREN)`: its peak RSS is the largest of every child reaped so far, this process's
+    earlier runs' and even those of the shell that started it (a preset run after a larger one reported that
+    one's peak)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # Linux: ru_maxrss in KiB
+
+
 def run_once(run_dir: Path, overrides: list[str]) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not one beside an earlier run's checkpoints and logs
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy_before, start = machine_busy_seconds(), time.perf_counter()
-    subprocess.run([sys.executable, "-m", "purld.cli.train", f"hydra.run.dir={run_dir}", *overrides], check=True)
-    wall = time.perf_counter() - start
+    busy_before = machine_busy_seconds()
+    wall, peak_rss_mb, own_cpu = run_measured([sys.executable, "-m", "purld.cli.train", f"hydra.run.dir={run_dir}", *overrides])
     busy = machine_busy_seconds() - busy_before
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own_cpu = (children.ru_utime - before_children.ru_utime) + (children.ru_stime - before_children.ru_stime)
     summary = json.loads((run_dir / "summary.json").read_text())
     with (run_dir / "logs" / "purld" / "metrics.csv").open() as metrics:
         step_seconds = [float(row["time/step"]) for row in csv.DictReader(metrics) if row.get("time/step")]
     return {
         "wall_s": round(wall, 2),
-        "peak_rss_mb": round(children.ru_maxrss / 1024, 1),  # the largest child so far (Linux: KiB)
+        "peak_rss_mb": round(peak_rss_mb, 1),
         "outside_load_cores": round(max(busy - own_cpu, 0.0) / wall, 3),
         "stage_seconds": summary["seconds"],
         "accuracy_before": summary["eval"]["before"].get("accuracy"),
@@ -123,6 +133,10 @@ def render(reports: list[dict]) -> str:
             kinds = ", ".join(f"{kind} {100 * before[kind]:.1f} % → {100 * after[kind]:.1f} %" if kind in before
                               else f"{kind} {100 * after[kind]:.1f} %" for kind in after)
             rows.append(f"\nHeld-out accuracy by question, `{report['command']}`: {kinds}.")
+    machines = sorted({f"{cpu} ({report['machine'].get('cpu_capability')})" for report in reports
+                       if (cpu := report.get("machine", {}).get("cpu"))})
+    if machines:  # reports from before the CPU was recorded say nothing
+        rows.append(f"\nMeasured on {' and '.join(machines)}.")
     return "\n".join(rows)
 
 
