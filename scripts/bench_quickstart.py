@@ -60,7 +60,8 @@ def run_measured(command: list[str]) -> tuple[float, float, float]:
     """Run `command`: its wall seconds, its own peak RSS in MB and its CPU seconds, from `os.wait4` on it.
     Not `getrusage(RUSAGE_CHILDREN)`: its peak RSS is the largest of every child reaped so far, this process's
     earlier runs' and even those of the shell that started it (a preset run after a larger one reported that
-    one's peak)."""
+    one's peak). A child's peak starts from this process's own at the spawn (the exec keeps it), a few tens of MB
+    here."""
     start = time.perf_counter()
     process = subprocess.Popen(command)
     _, status, usage = os.wait4(process.pid, 0)
